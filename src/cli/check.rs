@@ -1,0 +1,58 @@
+//! `pulsewatch check config|rules`, with promtool's output and exit codes.
+
+use std::path::{Path, PathBuf};
+
+use super::{EXIT_FAILURE, EXIT_OK};
+use crate::config::{self, Defaults, Problems};
+
+fn report(path: &Path, result: Result<usize, Problems>, what: &str) -> bool {
+    println!("Checking {}", path.display());
+    match result {
+        Ok(n) => {
+            println!("  SUCCESS: {n} {what} found");
+            true
+        }
+        Err(problems) => {
+            eprintln!("  FAILED:");
+            for problem in problems.iter() {
+                eprintln!("{problem}");
+            }
+            false
+        }
+    }
+}
+
+fn count_rules(groups: &[config::RuleGroup]) -> usize {
+    groups.iter().map(|g| g.rules.len()).sum()
+}
+
+/// Checks rule files with the built-in defaults; returns the exit code.
+pub(super) fn rules(files: &[PathBuf]) -> u8 {
+    let defaults = Defaults::default();
+    let mut ok = true;
+    for file in files {
+        let result = config::rules::load_file(file, &defaults).map(|g| count_rules(&g));
+        ok &= report(file, result, "rules");
+    }
+    if ok { EXIT_OK } else { EXIT_FAILURE }
+}
+
+/// Checks a config file and its rule files; returns the exit code.
+pub(super) fn config(file: &Path) -> u8 {
+    let loaded = config::load_config(file);
+    let ok = report(file, loaded.as_ref().map(|c| c.rule_files.len()).map_err(Clone::clone), "rule file patterns");
+    let Ok(config) = loaded else { return EXIT_FAILURE };
+    let files = match config::expand_rule_files(file, &config.rule_files) {
+        Ok(files) => files,
+        Err(problems) => {
+            report(file, Err(problems), "");
+            return EXIT_FAILURE;
+        }
+    };
+    let mut all_ok = ok;
+    for rule_file in &files {
+        let result = config::rules::load_file(rule_file, &config.global).map(|g| count_rules(&g));
+        all_ok &= report(rule_file, result, "rules");
+    }
+    if all_ok { EXIT_OK } else { EXIT_FAILURE }
+}

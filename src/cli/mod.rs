@@ -1,0 +1,117 @@
+//! The command line: run the sidecar (the default), or check config and rule files.
+
+mod check;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit code for success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code for failure (invalid files, a daemon that cannot start).
+pub const EXIT_FAILURE: u8 = 1;
+
+/// pulsewatch: forecasts and anomaly scores for Prometheus series, served as metrics.
+#[derive(Debug, Parser)]
+#[command(name = "pulsewatch", version, about)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long = "config.file", default_value = "pulsewatch.yml", global = true)]
+    pub config_file: PathBuf,
+    /// Address to serve /metrics and the API on.
+    #[arg(long = "web.listen-address", default_value = ":9464")]
+    pub listen_address: String,
+    /// Exporter-toolkit web config file (TLS, basic auth).
+    #[arg(long = "web.config.file")]
+    pub web_config_file: Option<PathBuf>,
+    /// Enable POST /-/reload.
+    #[arg(long = "web.enable-lifecycle")]
+    pub enable_lifecycle: bool,
+    /// Longest wait for in-flight evaluations on shutdown.
+    #[arg(long = "shutdown.grace-period", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub grace_period: std::time::Duration,
+    /// Only log messages at or above this level.
+    #[arg(long = "log.level", default_value = "info")]
+    pub log_level: LogLevel,
+    /// Log line format.
+    #[arg(long = "log.format", default_value = "logfmt")]
+    pub log_format: LogFormat,
+    /// A subcommand; without one pulsewatch runs the sidecar.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate files, as `promtool check` does.
+    #[command(subcommand)]
+    Check(CheckCommand),
+}
+
+/// What to check.
+#[derive(Debug, Subcommand)]
+pub enum CheckCommand {
+    /// Check a config file and every rule file it names.
+    Config {
+        /// The config file.
+        file: PathBuf,
+    },
+    /// Check rule files.
+    Rules {
+        /// The rule files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// `--log.level`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogLevel {
+    /// Everything.
+    Debug,
+    /// Lifecycle events and above.
+    Info,
+    /// Problems that do not need an operator yet.
+    Warn,
+    /// Problems an operator must act on.
+    Error,
+}
+
+/// `--log.format`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    /// `key=value` pairs.
+    Logfmt,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Runs the command; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    match &cli.command {
+        Some(Command::Check(CheckCommand::Config { file })) => Ok(check::config(file)),
+        Some(Command::Check(CheckCommand::Rules { files })) => Ok(check::rules(files)),
+        None => {
+            init_logging(cli.log_level, cli.log_format);
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(run::daemon(cli))?;
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+fn init_logging(level: LogLevel, format: LogFormat) {
+    let level = match level {
+        LogLevel::Debug => tracing::Level::DEBUG,
+        LogLevel::Info => tracing::Level::INFO,
+        LogLevel::Warn => tracing::Level::WARN,
+        LogLevel::Error => tracing::Level::ERROR,
+    };
+    let builder = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_ansi(false);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Logfmt => builder.event_format(tracing_logfmt::EventsFormatter::default()).fmt_fields(tracing_logfmt::FieldsFormatter::default()).init(),
+    }
+}

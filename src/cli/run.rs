@@ -1,0 +1,180 @@
+//! The daemon: load, start groups and the HTTP server, then reload and shut down on request.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Context as _};
+use prometheus_client::registry::Registry;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Cli;
+use crate::config::{self, SourceConfig};
+use crate::engine::{Context, FitPool, RuleManager};
+use crate::exporter::{Exporter, Metrics, ProcessCollector, SnapshotCollector};
+use crate::http::{self, AppState, WebConfig};
+use crate::source::PromClient;
+use crate::watch;
+
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// `:9464` means every interface, as in Go's `net.Listen`.
+fn parse_listen_address(text: &str) -> anyhow::Result<SocketAddr> {
+    let full = if text.starts_with(':') { format!("0.0.0.0{text}") } else { text.to_string() };
+    full.parse().with_context(|| format!("invalid --web.listen-address {text:?}"))
+}
+
+/// Holds what a reload changes.
+struct Daemon {
+    config_file: std::path::PathBuf,
+    manager: RuleManager,
+    metrics: Metrics,
+    source: SourceConfig,
+    watch_tx: mpsc::Sender<()>,
+    watch: Option<watch::Watch>,
+}
+
+impl Daemon {
+    /// Validates everything first; only a fully valid configuration replaces the running one.
+    async fn reload(&mut self) -> Result<(), String> {
+        let result = self.try_reload().await;
+        self.metrics.reloaded(result.is_ok(), unix_now());
+        match &result {
+            Ok(()) => tracing::info!(file = %self.config_file.display(), "configuration reloaded"),
+            Err(err) => tracing::error!(file = %self.config_file.display(), error = %err, "reload failed, keeping the running configuration"),
+        }
+        result
+    }
+
+    async fn try_reload(&mut self) -> Result<(), String> {
+        let loaded = config::load(&self.config_file).map_err(|p| p.to_string())?;
+        if loaded.config.source != self.source {
+            let client = PromClient::new(&loaded.config.source).map_err(|e| e.to_string())?;
+            *self.manager.context().source.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(client);
+            self.source = loaded.config.source.clone();
+        }
+        self.rewatch(&loaded.config.rule_files);
+        self.manager.update(loaded.groups).await;
+        Ok(())
+    }
+
+    fn rewatch(&mut self, patterns: &[String]) {
+        let dirs = watch::directories(&self.config_file, patterns);
+        self.watch = None;
+        match watch::start(&dirs, self.watch_tx.clone()) {
+            Ok(w) => self.watch = Some(w),
+            Err(err) => tracing::warn!(error = %err, "cannot watch rule directories; reload with SIGHUP or /-/reload"),
+        }
+    }
+}
+
+pub(super) async fn daemon(cli: Cli) -> anyhow::Result<()> {
+    let loaded = config::load(&cli.config_file).map_err(|p| anyhow!("invalid configuration:\n{p}"))?;
+    let web = match &cli.web_config_file {
+        Some(path) => WebConfig::load(path).map_err(|e| anyhow!(e))?,
+        None => WebConfig::default(),
+    };
+    let addr = parse_listen_address(&cli.listen_address)?;
+    let listener = TcpListener::bind(addr).with_context(|| format!("listening on {addr}"))?;
+    listener.set_nonblocking(true)?;
+
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let exporter = Exporter::default();
+    registry.register_collector(Box::new(SnapshotCollector::new(exporter.clone())));
+    registry.register_collector(Box::new(ProcessCollector));
+
+    let client = PromClient::new(&loaded.config.source).map_err(|e| anyhow!("{e}"))?;
+    let ctx = Arc::new(Context {
+        source: RwLock::new(Arc::new(client)),
+        metrics: metrics.clone(),
+        exporter: exporter.clone(),
+        pool: FitPool::new(loaded.config.global.max_concurrent_fits),
+        staleness: loaded.config.global.staleness.get().as_secs_f64(),
+    });
+    let root = CancellationToken::new();
+    let (watch_tx, mut watch_rx) = mpsc::channel(1);
+    let mut daemon = Daemon {
+        config_file: cli.config_file.clone(),
+        manager: RuleManager::new(ctx, root.clone()),
+        metrics: metrics.clone(),
+        source: loaded.config.source.clone(),
+        watch_tx,
+        watch: None,
+    };
+    daemon.rewatch(&loaded.config.rule_files);
+    daemon.manager.update(loaded.groups).await;
+    metrics.reloaded(true, unix_now());
+
+    let (reload_tx, mut reload_rx) = mpsc::channel::<http::ReloadRequest>(4);
+    let ready = Arc::new(AtomicBool::new(true));
+    let state = AppState {
+        registry: Arc::new(registry),
+        exporter,
+        reload: cli.enable_lifecycle.then_some(reload_tx),
+        ready: ready.clone(),
+    };
+    let local = listener.local_addr()?;
+    let http_token = root.child_token();
+    let server = tokio::spawn(http::serve(http::router(state), listener, web, http_token.clone()));
+    tracing::info!(address = %local, config = %cli.config_file.display(), version = env!("CARGO_PKG_VERSION"), "pulsewatch started");
+
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => { tracing::info!("received SIGTERM, shutting down"); break }
+            _ = interrupt.recv() => { tracing::info!("received SIGINT, shutting down"); break }
+            _ = hangup.recv() => { let _ = daemon.reload().await; }
+            Some(()) = watch_rx.recv() => { let _ = daemon.reload().await; }
+            Some(reply) = reload_rx.recv() => { let _ = reply.send(daemon.reload().await); }
+            result = server_done(&server) => {
+                return Err(anyhow!("HTTP server stopped: {result}"));
+            }
+        }
+    }
+
+    ready.store(false, Ordering::Release);
+    drop(daemon.watch.take());
+    // A second signal during the drain exits at once.
+    let drained = tokio::select! {
+        drained = daemon.manager.shutdown(cli.grace_period) => drained,
+        _ = terminate.recv() => false,
+        _ = interrupt.recv() => false,
+    };
+    if !drained {
+        tracing::warn!(grace = ?cli.grace_period, "in-flight evaluations did not finish in the grace period");
+    }
+    http_token.cancel();
+    let _ = server.await;
+    tracing::info!("pulsewatch stopped");
+    Ok(())
+}
+
+/// Resolves when the server task ends (which only happens on an error before shutdown).
+async fn server_done(server: &tokio::task::JoinHandle<std::io::Result<()>>) -> String {
+    loop {
+        if server.is_finished() {
+            return "the server task ended".to_string();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_address_forms() {
+        assert_eq!(parse_listen_address(":9464").unwrap(), "0.0.0.0:9464".parse().unwrap());
+        assert_eq!(parse_listen_address("127.0.0.1:1").unwrap(), "127.0.0.1:1".parse().unwrap());
+        assert!(parse_listen_address("nope").is_err());
+    }
+}

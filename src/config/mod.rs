@@ -1,0 +1,207 @@
+//! Configuration: the main file (`--config.file`) and the rule files it names.
+//!
+//! Everything is validated before anything starts: a file with problems yields all of them, each
+//! located, and nothing of it is used. Rule-file paths and globs are relative to the config
+//! file's directory, as in Prometheus.
+
+mod duration;
+mod error;
+pub mod rules;
+mod source;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use duration::Duration;
+pub use error::{Problem, Problems};
+pub use rules::{Direction, GroupKey, Rule, RuleGroup, Schedule};
+pub use source::{BasicAuth, Secret, SourceConfig, TlsConfig};
+
+use crate::models::ModelSpec;
+
+/// The main configuration file.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Defaults for every group and rule.
+    #[serde(default)]
+    pub global: Defaults,
+    /// The Prometheus-compatible server to query.
+    pub source: SourceConfig,
+    /// Rule files: paths or globs, relative to this file's directory.
+    #[serde(default)]
+    pub rule_files: Vec<String>,
+}
+
+/// Global defaults (`global:`); a rule or group setting overrides them.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Defaults {
+    /// How often a group without `interval` or `cron` evaluates.
+    pub evaluation_interval: Duration,
+    /// Resolution of history queries.
+    pub step: Duration,
+    /// Training window.
+    pub history: Duration,
+    /// Full refit cadence.
+    pub refit: Duration,
+    /// Prediction-interval level of the band.
+    pub band: f64,
+    /// The model of rules that name none.
+    pub model: ModelSpec,
+    /// Outputs not refreshed for this long are removed (at least twice the group interval).
+    pub staleness: Duration,
+    /// Most model fits running at once (0: one per CPU).
+    pub max_concurrent_fits: usize,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            evaluation_interval: Duration::from_secs(60),
+            step: Duration::from_secs(60),
+            history: Duration::from_secs(7 * 86400),
+            refit: Duration::from_secs(6 * 3600),
+            band: 0.95,
+            model: ModelSpec::default(),
+            staleness: Duration::from_secs(300),
+            max_concurrent_fits: 0,
+        }
+    }
+}
+
+/// A config with its rule files, all validated.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The main config.
+    pub config: Config,
+    /// The rule files the globs matched, sorted.
+    pub rule_files: Vec<PathBuf>,
+    /// Every group of every rule file.
+    pub groups: Vec<RuleGroup>,
+}
+
+/// Reads the main config file.
+///
+/// # Errors
+/// Every problem with the file, located.
+pub fn load_config(path: &Path) -> Result<Config, Problems> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| Problems::one(Problem::file(path, format!("reading config file: {err}"))))?;
+    let config: Config = serde_saphyr::from_str(&text)
+        .map_err(|err| Problems::one(Problem::yaml(path, &err)))?;
+    let mut problems = Problems::default();
+    let here = |msg: String| Problem::file(path, msg);
+    if !(config.global.band > 0.0 && config.global.band < 1.0) {
+        problems.push(here(format!("global band {} must be between 0 and 1", config.global.band)));
+    }
+    if let Err(err) = reqwest::Url::parse(&config.source.url) {
+        problems.push(here(format!("source url {:?}: {err}", config.source.url)));
+    }
+    for pattern in &config.rule_files {
+        if let Err(err) = glob::Pattern::new(pattern) {
+            problems.push(here(format!("rule_files pattern {pattern:?}: {err}")));
+        }
+    }
+    problems.into_result(config)
+}
+
+/// Reads the main config and every rule file it names.
+///
+/// # Errors
+/// Every problem in the config and in all rule files.
+pub fn load(path: &Path) -> Result<Loaded, Problems> {
+    let config = load_config(path)?;
+    let rule_files = expand_rule_files(path, &config.rule_files)?;
+    let groups = load_rule_files(&rule_files, &config.global)?;
+    Ok(Loaded { config, rule_files, groups })
+}
+
+/// Validates several rule files; problems from all of them are collected.
+///
+/// # Errors
+/// Every problem in every file.
+pub fn load_rule_files(files: &[PathBuf], defaults: &Defaults) -> Result<Vec<RuleGroup>, Problems> {
+    let mut problems = Problems::default();
+    let mut groups = Vec::new();
+    for file in files {
+        match rules::load_file(file, defaults) {
+            Ok(found) => groups.extend(found),
+            Err(found) => problems.extend(found),
+        }
+    }
+    problems.into_result(groups)
+}
+
+/// Resolves `rule_files` globs relative to the config file's directory.
+pub fn expand_rule_files(config_path: &Path, patterns: &[String]) -> Result<Vec<PathBuf>, Problems> {
+    let base = config_path.parent().unwrap_or(Path::new("."));
+    let mut files = Vec::new();
+    let mut problems = Problems::default();
+    for pattern in patterns {
+        let full = if Path::new(pattern).is_absolute() {
+            PathBuf::from(pattern)
+        } else {
+            base.join(pattern)
+        };
+        match glob::glob(&full.to_string_lossy()) {
+            Ok(paths) => files.extend(paths.filter_map(Result::ok)),
+            Err(err) => problems.push(Problem::file(config_path, format!("rule_files pattern {pattern:?}: {err}"))),
+        }
+    }
+    files.sort();
+    files.dedup();
+    problems.into_result(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_config_and_globbed_rules_relative_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rules")).unwrap();
+        std::fs::write(
+            dir.path().join("pulsewatch.yml"),
+            "source: { url: 'http://127.0.0.1:9090', headers: { X-Scope-OrgID: t1 } }\nrule_files: ['rules/*.yaml']\nglobal: { band: 0.9 }\n",
+        )
+        .unwrap();
+        for name in ["a", "b"] {
+            std::fs::write(
+                dir.path().join(format!("rules/{name}.yaml")),
+                format!("groups:\n  - name: {name}\n    rules:\n      - forecast: r\n        expr: up\n"),
+            )
+            .unwrap();
+        }
+        let loaded = load(&dir.path().join("pulsewatch.yml")).unwrap();
+        assert_eq!(loaded.rule_files.len(), 2);
+        assert_eq!(loaded.groups.len(), 2);
+        assert_eq!(loaded.groups[0].rules[0].band, 0.9);
+        assert_eq!(loaded.config.source.headers["X-Scope-OrgID"], "t1");
+    }
+
+    #[test]
+    fn problems_from_all_rule_files_are_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.yaml");
+        let b = dir.path().join("b.yaml");
+        std::fs::write(&a, "groups:\n  - name: g\n    rules:\n      - forecast: r\n        expr: 'up{'\n").unwrap();
+        std::fs::write(&b, "groups:\n  - name: g\n    bogus: 1\n").unwrap();
+        let problems = load_rule_files(&[a.clone(), b.clone()], &Defaults::default()).unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems}");
+        assert_eq!(problems.iter().next().unwrap().path(), a);
+        assert!(problems.to_string().contains("bogus"), "{problems}");
+    }
+
+    #[test]
+    fn config_with_unknown_key_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yml");
+        std::fs::write(&path, "source: { url: 'http://x' }\nrule_file: []\n").unwrap();
+        let err = load_config(&path).unwrap_err().to_string();
+        assert!(err.contains("rule_file"), "{err}");
+        assert!(err.contains("c.yml:2"), "{err}");
+    }
+}

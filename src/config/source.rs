@@ -1,0 +1,131 @@
+//! The `source:` section: where and how pulsewatch queries the Prometheus HTTP API.
+//!
+//! Secrets (passwords, bearer tokens) come from files or environment variables, as well as inline,
+//! so they need never be on a command line. They are read when the client is built, so a reload
+//! picks up a rotated token file.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::duration::Duration;
+
+/// Connection settings for a Prometheus-compatible server (Prometheus, Thanos, Mimir, Cortex,
+/// VictoriaMetrics).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Base URL, e.g. `http://127.0.0.1:9090` or `http://mimir/prometheus`.
+    pub url: String,
+    /// Timeout of one HTTP request.
+    #[serde(default = "default_timeout")]
+    pub timeout: Duration,
+    /// Attempts after the first on 5xx answers and transport errors (never on 4xx).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// HTTP basic authentication.
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuth>,
+    /// `Authorization: Bearer` credentials.
+    #[serde(default)]
+    pub bearer_token: Option<Secret>,
+    /// TLS settings for `https` URLs.
+    #[serde(default)]
+    pub tls_config: Option<TlsConfig>,
+    /// Extra headers sent with every request, e.g. `X-Scope-OrgID` for Mimir or Cortex tenants.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Username and password for basic auth.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    /// The user name.
+    pub username: String,
+    /// The password.
+    pub password: Secret,
+}
+
+/// A secret given inline, in a file, or in an environment variable (exactly one of them).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Secret {
+    /// The secret itself (avoid in files under version control).
+    #[serde(default)]
+    pub value: Option<String>,
+    /// A file whose content (trailing newline trimmed) is the secret.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// An environment variable that holds the secret.
+    #[serde(default)]
+    pub env: Option<String>,
+}
+
+impl Secret {
+    /// Reads the secret from wherever it is configured.
+    ///
+    /// # Errors
+    /// Names the file or variable that could not be read, or says the secret is ambiguous.
+    pub fn resolve(&self) -> Result<String, String> {
+        match (&self.value, &self.file, &self.env) {
+            (Some(value), None, None) => Ok(value.clone()),
+            (None, Some(file), None) => std::fs::read_to_string(file)
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+                .map_err(|err| format!("reading secret file {}: {err}", file.display())),
+            (None, None, Some(var)) => std::env::var(var)
+                .map_err(|_| format!("environment variable {var} is not set")),
+            _ => Err("a secret needs exactly one of `value`, `file` or `env`".to_string()),
+        }
+    }
+}
+
+/// TLS settings for the source, as in Prometheus's `tls_config`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// CA certificate(s) to trust, PEM.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate for mutual TLS, PEM.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// Client key for mutual TLS, PEM.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Skip server certificate verification (testing only).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_retries() -> u32 {
+    3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_from_each_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let from_file = Secret { value: None, file: Some(file), env: None };
+        assert_eq!(from_file.resolve().unwrap(), "s3cret");
+        let inline = Secret { value: Some("x".into()), file: None, env: None };
+        assert_eq!(inline.resolve().unwrap(), "x");
+        std::env::set_var("PULSEWATCH_TEST_SECRET", "y");
+        let env = Secret { value: None, file: None, env: Some("PULSEWATCH_TEST_SECRET".into()) };
+        assert_eq!(env.resolve().unwrap(), "y");
+        let missing = Secret { value: None, file: None, env: Some("PULSEWATCH_UNSET_VAR".into()) };
+        assert!(missing.resolve().unwrap_err().contains("PULSEWATCH_UNSET_VAR"));
+        let both = Secret { value: Some("x".into()), file: None, env: Some("Y".into()) };
+        assert!(both.resolve().unwrap_err().contains("exactly one"));
+    }
+}

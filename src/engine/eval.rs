@@ -1,0 +1,202 @@
+//! Evaluating one rule: fetch what is new, fit or refit where due, score, and build its outputs.
+//!
+//! The first evaluation downloads `history` at `step` and fits a model per series; later ones
+//! download only the grid points since the previous evaluation. A series first seen in an
+//! incremental answer gets its history downloaded once. Refits train on the history kept in
+//! memory. Fits run on the blocking pool, at most `FitPool` permits at a time.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::Semaphore;
+
+use crate::config::Rule;
+use crate::exporter::{Metrics, SeriesOutput};
+use crate::models::{self, SeriesModel};
+use crate::source::{self, Labels, Series, Source};
+
+/// Bounds how many model fits run at once, across all groups.
+#[derive(Clone, Debug)]
+pub struct FitPool(Arc<Semaphore>);
+
+impl FitPool {
+    /// A pool of `permits` (0: one per CPU).
+    pub fn new(permits: usize) -> Self {
+        let permits = if permits == 0 { std::thread::available_parallelism().map_or(2, |n| n.get()) } else { permits };
+        Self(Arc::new(Semaphore::new(permits)))
+    }
+}
+
+/// A failed evaluation.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// The query failed (after retries).
+    #[error("query: {0}")]
+    Query(#[from] source::Error),
+}
+
+/// What an evaluation produced.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// One entry per scored series, in label order.
+    pub series: Vec<SeriesOutput>,
+    /// Fits that ran.
+    pub fits: u64,
+    /// Problems with single series (fit failures) that did not fail the rule.
+    pub warnings: Vec<String>,
+}
+
+/// The models of one rule, kept across evaluations (and across reloads that leave the rule as is).
+#[derive(Debug, Default)]
+pub struct RuleState {
+    series: HashMap<Labels, SeriesModel>,
+    /// End of the last successful query, Unix seconds.
+    last_end: Option<i64>,
+}
+
+impl RuleState {
+    /// Number of series with a model.
+    pub fn series_count(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Runs one evaluation at wall time `now` (Unix seconds). `stale_secs`: series whose newest
+    /// sample is older than this are dropped with their model.
+    ///
+    /// # Errors
+    /// A failed query; the state is then unchanged.
+    pub async fn evaluate(
+        &mut self,
+        rule: &Rule,
+        source: &dyn Source,
+        metrics: &Metrics,
+        pool: &FitPool,
+        now: i64,
+        stale_secs: i64,
+    ) -> Result<Outcome, EvalError> {
+        let step = rule.step.secs();
+        let end = now - now.rem_euclid(step);
+        let history_start = end - (rule.history_points() as i64 - 1) * step;
+        let mut pending: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+        let mut fresh: Vec<Series> = Vec::new();
+
+        match self.last_end {
+            Some(last) if !self.series.is_empty() => {
+                // Always ask for at least the newest grid point: it proves the source is up and
+                // the series still exist, even when no new point has come since the last run.
+                let answer = query(source, metrics, &rule.expr, (last + step).min(end), end, step).await?;
+                let (known, new): (Vec<Series>, Vec<Series>) =
+                    answer.into_iter().partition(|s| self.series.contains_key(&key(&s.labels)));
+                if !new.is_empty() {
+                    let wanted: Vec<Labels> = new.iter().map(|s| key(&s.labels)).collect();
+                    let history = query(source, metrics, &rule.expr, history_start, end, step).await?;
+                    fresh.extend(history.into_iter().filter(|s| wanted.contains(&key(&s.labels))));
+                }
+                for s in known {
+                    pending.insert(key(&s.labels), s.samples);
+                }
+            }
+            _ => fresh = query(source, metrics, &rule.expr, history_start, end, step).await?,
+        }
+        // A new series trains on all but its newest sample, which it then scores.
+        for s in fresh {
+            let mut model = SeriesModel::new(step, rule.history_points());
+            let mut samples = s.samples;
+            let last = samples.pop();
+            samples.iter().for_each(|&(ts, v)| model.push(ts, v));
+            let labels = key(&s.labels);
+            pending.insert(labels.clone(), last.into_iter().collect());
+            self.series.insert(labels, model);
+        }
+
+        let mut outcome = Outcome::default();
+        self.refit_due(rule, &pending, metrics, pool, end, &mut outcome).await;
+        for (labels, samples) in pending {
+            if let Some(model) = self.series.get_mut(&labels) {
+                for (ts, v) in samples {
+                    model.observe(ts, v, rule.direction, rule.min_deviation);
+                }
+            }
+        }
+        self.series.retain(|_, m| m.last_ts().is_some_and(|ts| ts >= end - stale_secs));
+        self.last_end = Some(end);
+
+        let mut labels: Vec<&Labels> = self.series.keys().collect();
+        labels.sort();
+        for l in labels {
+            let model = &self.series[l];
+            let Some(point) = model.last_point() else { continue };
+            let forecasts = rule
+                .horizons
+                .iter()
+                .filter_map(|h| model.predict(point.ts + h.secs()).map(|f| (h.to_string(), f)))
+                .collect();
+            outcome.series.push(SeriesOutput::new(l, rule, point, forecasts));
+        }
+        Ok(outcome)
+    }
+
+    /// Fits every series that is due, in parallel on the blocking pool.
+    async fn refit_due(
+        &mut self,
+        rule: &Rule,
+        pending: &HashMap<Labels, Vec<(i64, f64)>>,
+        metrics: &Metrics,
+        pool: &FitPool,
+        end: i64,
+        outcome: &mut Outcome,
+    ) {
+        let step = rule.step.secs();
+        let reach = rule.horizons.iter().map(|h| h.secs()).max().unwrap_or(0);
+        let refit = rule.refit.secs();
+        let min_points = rule.model.min_points(&rule.step);
+        let mut tasks = tokio::task::JoinSet::new();
+        for (labels, model) in &self.series {
+            let until = pending.get(labels).and_then(|s| s.last()).map_or(end, |s| s.0);
+            if model.len() < min_points || !model.needs_fit(until, refit, reach) {
+                continue;
+            }
+            let Some((values, start)) = model.training_data() else { continue };
+            let at_ts = start + (values.len() as i64 - 1) * step;
+            // Long enough to score until the next refit and still reach the furthest horizon.
+            let horizon = ((until - at_ts + refit + reach) / step + 2) as usize;
+            let (labels, spec, band, permits) = (labels.clone(), rule.model.clone(), rule.band, pool.0.clone());
+            tasks.spawn(async move {
+                // The semaphore is never closed, so acquiring only waits.
+                let _permit = permits.acquire_owned().await.expect("fit pool semaphore is never closed");
+                let began = Instant::now();
+                let result = tokio::task::spawn_blocking(move || models::fit(&spec, &values, start, step, band, horizon)).await;
+                (labels, at_ts, began.elapsed(), result)
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let Ok((labels, at_ts, took, result)) = joined else { continue };
+            metrics.observe_fit(took);
+            outcome.fits += 1;
+            match result {
+                Ok(Ok(path)) => {
+                    if let Some(model) = self.series.get_mut(&labels) {
+                        model.set_fit(at_ts, path);
+                    }
+                }
+                Ok(Err(err)) => outcome.warnings.push(format!("series {}: {err}", crate::exporter::format_labels(&labels))),
+                Err(panic) => outcome.warnings.push(format!("series {}: fit panicked: {panic}", crate::exporter::format_labels(&labels))),
+            }
+        }
+    }
+}
+
+/// The identity of a series: its labels without `__name__` (which the outputs drop too).
+fn key(labels: &Labels) -> Labels {
+    let mut labels = labels.clone();
+    labels.remove("__name__");
+    labels
+}
+
+async fn query(source: &dyn Source, metrics: &Metrics, expr: &str, start: i64, end: i64, step: i64) -> Result<Vec<Series>, source::Error> {
+    let began = Instant::now();
+    let result = source.query_range(expr, start, end, step).await;
+    metrics.observe_query(began.elapsed(), result.is_ok());
+    result
+}

@@ -1,0 +1,45 @@
+//! The evaluation engine: one task per rule group, each evaluating its rules on the group's
+//! schedule, and the manager that starts, stops and swaps groups on reload.
+
+mod eval;
+mod group;
+mod manager;
+
+pub use eval::{EvalError, FitPool, Outcome, RuleState};
+pub use group::{slot_offset, Context};
+pub use manager::RuleManager;
+
+use chrono::{DateTime, Utc};
+use croner::parser::{CronParser, Seconds};
+use croner::Cron;
+
+use crate::config::Schedule;
+
+/// Parses a cron expression of 5 fields, or 6 with seconds first.
+///
+/// # Errors
+/// croner's description of what is wrong.
+pub fn parse_cron(expr: &str) -> Result<Cron, String> {
+    CronParser::builder().seconds(Seconds::Optional).build().parse(expr).map_err(|e| e.to_string())
+}
+
+/// The next run of `cron` strictly after `after`.
+pub(crate) fn next_run(cron: &Cron, after: &DateTime<Utc>) -> Option<DateTime<Utc>> {
+    cron.find_next_occurrence(after, false).ok()
+}
+
+/// Seconds between runs of a schedule (for cron: between its next two runs).
+pub fn schedule_interval(schedule: &Schedule) -> f64 {
+    match schedule {
+        Schedule::Interval(d) => d.get().as_secs_f64(),
+        Schedule::Cron(expr) => cron_period(expr).unwrap_or(60.0),
+    }
+}
+
+/// Seconds between the next two runs of a cron expression, from now.
+pub fn cron_period(expr: &str) -> Option<f64> {
+    let cron = parse_cron(expr).ok()?;
+    let first = next_run(&cron, &Utc::now())?;
+    let second = next_run(&cron, &first)?;
+    Some((second - first).num_milliseconds() as f64 / 1000.0)
+}

@@ -1,0 +1,132 @@
+//! The `/metrics` side of the snapshot: rule outputs and per-rule status, in a fixed order.
+//!
+//! Families come in a fixed order, series within a family in rule then label order (the snapshot
+//! is a BTreeMap and each rule's series are sorted), so the output is deterministic. Outputs older
+//! than their rule's staleness period are skipped here, so they vanish even when no evaluation
+//! runs to remove them (for instance while the data source is down).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Unit;
+
+use super::snapshot::{Exporter, RuleEntry, RuleId, SeriesOutput};
+
+type Labels<'a> = Vec<(&'a str, &'a str)>;
+
+/// Encodes the current snapshot on every scrape.
+#[derive(Debug)]
+pub struct SnapshotCollector {
+    exporter: Exporter,
+}
+
+impl SnapshotCollector {
+    /// A collector over `exporter`'s snapshots.
+    pub fn new(exporter: Exporter) -> Self {
+        Self { exporter }
+    }
+}
+
+fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn series_labels(s: &SeriesOutput) -> Labels<'_> {
+    s.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+fn rule_labels(id: &RuleId) -> Labels<'_> {
+    vec![("rule", id.rule.as_str()), ("rule_group", id.group.name.as_str())]
+}
+
+/// Point outputs: (name, help, value of a series).
+type PointFamily = (&'static str, &'static str, fn(&SeriesOutput) -> f64);
+
+const POINT_FAMILIES: [PointFamily; 5] = [
+    ("pulsewatch_anomaly_score", "Deviation of the observation from the prediction: 0 on it, 1 at the band edge, above 1 outside the band", |s| s.point.score),
+    ("pulsewatch_y", "The observation that was scored", |s| s.point.y),
+    ("pulsewatch_yhat", "The prediction for the scored observation", |s| s.point.yhat),
+    ("pulsewatch_yhat_lower", "Lower edge of the prediction band", |s| s.point.lower),
+    ("pulsewatch_yhat_upper", "Upper edge of the prediction band", |s| s.point.upper),
+];
+
+/// Forecast outputs: (name, help, value of a forecast).
+type ForecastFamily = (&'static str, &'static str, fn(&(f64, f64, f64)) -> f64);
+
+const FORECAST_FAMILIES: [ForecastFamily; 3] = [
+    ("pulsewatch_forecast", "Value predicted for now plus the horizon", |f| f.0),
+    ("pulsewatch_forecast_lower", "Lower edge of the band of the forecast at the horizon", |f| f.1),
+    ("pulsewatch_forecast_upper", "Upper edge of the band of the forecast at the horizon", |f| f.2),
+];
+
+/// Per-rule status: (name, help, type, unit, value; None skips the rule).
+type StatusFamily = (&'static str, &'static str, MetricType, Option<Unit>, fn(&RuleEntry) -> Option<f64>);
+
+fn status_families() -> [StatusFamily; 5] {
+    [
+        ("pulsewatch_rule_evaluations", "Rule evaluations run", MetricType::Counter, None, |e| Some(e.status.evaluations as f64)),
+        ("pulsewatch_rule_evaluation_failures", "Rule evaluations that failed", MetricType::Counter, None, |e| Some(e.status.failures as f64)),
+        ("pulsewatch_rule_last_evaluation_timestamp", "When the rule was last evaluated", MetricType::Gauge, Some(Unit::Seconds), |e| e.status.last_evaluation),
+        ("pulsewatch_rule_series", "Series of the rule that have a model", MetricType::Gauge, None, |e| Some(e.status.series as f64)),
+        ("pulsewatch_model_fits", "Model fits run for the rule", MetricType::Counter, None, |e| Some(e.status.fits as f64)),
+    ]
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snapshot = self.exporter.load();
+        let now = now();
+        let fresh: Vec<&SeriesOutput> = snapshot
+            .rules
+            .values()
+            .filter(|e| now - e.refreshed <= e.stale_after)
+            .flat_map(|e| e.series.iter())
+            .collect();
+
+        for (name, help, value) in POINT_FAMILIES {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for s in &fresh {
+                let labels = series_labels(s);
+                ConstGauge::new(value(s)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        for (name, help, value) in FORECAST_FAMILIES {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for s in &fresh {
+                for (horizon, forecast) in &s.forecasts {
+                    let mut labels = series_labels(s);
+                    labels.push(("horizon", horizon.as_str()));
+                    labels.sort();
+                    ConstGauge::new(value(forecast)).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        for (name, help, kind, unit, value) in status_families() {
+            let mut family = encoder.encode_descriptor(name, help, unit.as_ref(), kind.clone())?;
+            for (id, entry) in &snapshot.rules {
+                let Some(v) = value(entry) else { continue };
+                let labels = rule_labels(id);
+                let metric = family.encode_family(&labels)?;
+                match kind {
+                    MetricType::Counter => ConstCounter::new(v as u64).encode(metric)?,
+                    _ => ConstGauge::new(v).encode(metric)?,
+                }
+            }
+        }
+        let mut missed = encoder.encode_descriptor(
+            "pulsewatch_group_iterations_missed",
+            "Scheduled group runs skipped because the previous run was still going",
+            None,
+            MetricType::Counter,
+        )?;
+        for (key, group) in &snapshot.groups {
+            let labels = [("rule_group", key.name.as_str())];
+            ConstCounter::new(group.missed).encode(missed.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,143 @@
+//! The HTTP API: `/metrics`, `/-/healthy`, `/-/ready`, `/-/reload` and `/api/v1/rules`, plus
+//! the exporter-toolkit web config (TLS, bcrypt basic auth) in `web_config.rs`.
+
+mod rules_api;
+mod web_config;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use prometheus_client::registry::Registry;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::exporter::{self, Exporter, Format};
+
+pub use web_config::{serve, WebConfig};
+
+/// A reload request and where to send its outcome.
+pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Everything `/metrics` encodes.
+    pub registry: Arc<Registry>,
+    /// Rule outputs and status.
+    pub exporter: Exporter,
+    /// Set to ask for reloads; `None` unless `--web.enable-lifecycle`.
+    pub reload: Option<mpsc::Sender<ReloadRequest>>,
+    /// True once the first configuration is loaded and groups run.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The routes, without the auth and TLS layers (see [`serve`]).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/-/healthy", get(|| async { "pulsewatch is Healthy.\n" }).head(|| async {}))
+        .route("/-/ready", get(ready).head(ready))
+        .route("/-/reload", post(reload).put(reload))
+        .route("/api/v1/rules", get(rules_api::rules))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    match exporter::encode(&state.registry, format) {
+        Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n").into_response(),
+    }
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "pulsewatch is Ready.\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n").into_response()
+    }
+}
+
+async fn reload(State(state): State<AppState>) -> Response {
+    let Some(tx) = state.reload else {
+        return (StatusCode::FORBIDDEN, "Lifecycle API is not enabled.\n").into_response();
+    };
+    let (reply, outcome) = oneshot::channel();
+    if tx.send(reply).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    match outcome.await {
+        Ok(Ok(())) => (StatusCode::OK, "").into_response(),
+        Ok(Err(err)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("failed to reload config: {err}\n")).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    fn state(lifecycle: bool) -> (AppState, Option<mpsc::Receiver<ReloadRequest>>) {
+        let mut registry = Registry::default();
+        let exporter = Exporter::default();
+        crate::exporter::Metrics::register(&mut registry);
+        registry.register_collector(Box::new(crate::exporter::SnapshotCollector::new(exporter.clone())));
+        let (tx, rx) = mpsc::channel(1);
+        let state = AppState { registry: Arc::new(registry), exporter, reload: lifecycle.then_some(tx), ready: Arc::new(AtomicBool::new(false)) };
+        (state, lifecycle.then_some(rx))
+    }
+
+    async fn call(router: Router, req: Request<Body>) -> (StatusCode, String, String) {
+        let resp = router.oneshot(req).await.unwrap();
+        let status = resp.status();
+        let ctype = resp.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        (status, ctype, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn metrics_negotiates_format() {
+        let (state, _) = state(false);
+        let (status, ctype, body) = call(router(state.clone()), Request::get("/metrics").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(ctype, "text/plain; version=0.0.4; charset=utf-8");
+        assert!(body.contains("# TYPE pulsewatch_query_failures_total counter"), "{body}");
+        assert!(!body.contains("# EOF"));
+        let req = Request::get("/metrics").header("accept", "application/openmetrics-text;version=1.0.0").body(Body::empty()).unwrap();
+        let (_, ctype, body) = call(router(state), req).await;
+        assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
+        assert!(body.ends_with("# EOF\n"));
+    }
+
+    #[tokio::test]
+    async fn ready_follows_state_and_reload_needs_lifecycle() {
+        let (state, _) = state(false);
+        let (status, _, _) = call(router(state.clone()), Request::get("/-/ready").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        state.ready.store(true, Ordering::Release);
+        let (status, _, _) = call(router(state.clone()), Request::get("/-/ready").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _, body) = call(router(state), Request::post("/-/reload").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    }
+
+    #[tokio::test]
+    async fn reload_reports_failure() {
+        let (state, rx) = state(true);
+        let mut rx = rx.unwrap();
+        tokio::spawn(async move {
+            let reply = rx.recv().await.unwrap();
+            reply.send(Err("r.yaml:3:5: bad".into())).unwrap();
+        });
+        let (status, _, body) = call(router(state), Request::post("/-/reload").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(body.contains("r.yaml:3:5: bad"), "{body}");
+    }
+}

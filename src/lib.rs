@@ -1,0 +1,24 @@
+//! pulsewatch: a forecasting and anomaly-detection sidecar for Prometheus.
+//!
+//! It reads Prometheus-style rule files, queries a Prometheus-compatible server on a schedule,
+//! fits a forecasting model to every series a rule returns, and serves anomaly scores, predicted
+//! values with bands and future forecasts as Prometheus metrics.
+//!
+//! # Layout
+//! - [`config`]: the main config file and rule files, validated with located errors.
+//! - [`source`]: the Prometheus HTTP API client (`query_range`, retries, auth, TLS).
+//! - [`models`]: fitting (augurs), the prediction path, online updates and the anomaly score.
+//! - [`engine`]: one task per group, rule evaluation, reload semantics.
+//! - [`exporter`]: the atomically swapped snapshot `/metrics` encodes, and self-monitoring.
+//! - [`http`]: the HTTP endpoints, TLS and basic auth.
+//! - [`watch`]: debounced directory watches that trigger reloads.
+//! - [`cli`]: the command line (`run`, `check`).
+
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod exporter;
+pub mod http;
+pub mod models;
+pub mod source;
+pub mod watch;

@@ -1,0 +1,234 @@
+//! Fitting a model to a regular series and producing its prediction path.
+//!
+//! This is CPU work (tens of ms for MSTL, most of a second for Prophet): callers run it off the
+//! async runtime.
+
+use augurs::ets::AutoETS;
+use augurs::mstl::MSTLModel;
+use augurs::{Fit, Forecast, Predict};
+
+use super::{Error, ModelSpec};
+
+/// Point forecasts and band for the steps after the training data: index 0 is one step ahead.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Path {
+    /// Predicted values.
+    pub point: Vec<f64>,
+    /// Lower edge of the band.
+    pub lower: Vec<f64>,
+    /// Upper edge of the band.
+    pub upper: Vec<f64>,
+}
+
+impl Path {
+    /// Number of steps covered.
+    pub fn len(&self) -> usize {
+        self.point.len()
+    }
+
+    /// Whether the path is empty.
+    pub fn is_empty(&self) -> bool {
+        self.point.is_empty()
+    }
+
+    fn from_forecast(model: &'static str, f: Forecast) -> Result<Self, Error> {
+        let intervals = f.intervals.ok_or_else(|| Error::Fit { model, reason: "no prediction intervals".into() })?;
+        Ok(Self { point: f.point, lower: intervals.lower, upper: intervals.upper })
+    }
+
+    /// A path with a constant-width band of `half_width` around `point`.
+    fn symmetric(point: Vec<f64>, half_width: impl Fn(usize) -> f64) -> Self {
+        let lower = point.iter().enumerate().map(|(k, p)| p - half_width(k)).collect();
+        let upper = point.iter().enumerate().map(|(k, p)| p + half_width(k)).collect();
+        Self { point, lower, upper }
+    }
+
+    fn is_finite(&self) -> bool {
+        [&self.point, &self.lower, &self.upper].iter().all(|v| v.iter().all(|x| x.is_finite()))
+    }
+}
+
+/// Fits `spec` to `y` (regular samples, `step_secs` apart, the first at `start_ts`) and predicts
+/// `horizon` steps ahead with a band at `level`.
+///
+/// # Errors
+/// Too few samples, or the fitting library failed or produced non-finite values.
+pub fn fit(
+    spec: &ModelSpec,
+    y: &[f64],
+    start_ts: i64,
+    step_secs: i64,
+    level: f64,
+    horizon: usize,
+) -> Result<Path, Error> {
+    let model = spec.name();
+    let step = crate::config::Duration::from_secs(step_secs as u64);
+    let periods = spec.periods(&step);
+    let needed = spec.min_points(&step);
+    if y.len() < needed {
+        return Err(Error::TooShort { model, needed, got: y.len() });
+    }
+    let lib = |err: &dyn std::fmt::Display| Error::Fit { model, reason: err.to_string() };
+    let path = match spec {
+        ModelSpec::Mstl { .. } => {
+            let trend = AutoETS::non_seasonal().into_trend_model();
+            let fitted = MSTLModel::new(periods, trend).fit(y).map_err(|e| lib(&e))?;
+            Path::from_forecast(model, fitted.predict(horizon, level).map_err(|e| lib(&e))?)?
+        }
+        ModelSpec::Ets {} => {
+            let fitted = AutoETS::non_seasonal().fit(y).map_err(|e| lib(&e))?;
+            Path::from_forecast(model, fitted.predict(horizon, level).map_err(|e| lib(&e))?)?
+        }
+        ModelSpec::Holt {} => {
+            let fitted = AutoETS::new(1, "AAN").map_err(|e| lib(&e))?.fit(y).map_err(|e| lib(&e))?;
+            Path::from_forecast(model, fitted.predict(horizon, level).map_err(|e| lib(&e))?)?
+        }
+        ModelSpec::Linear {} => linear(y, level, horizon),
+        ModelSpec::SeasonalNaive { .. } => seasonal_naive(y, periods[0], level, horizon),
+        ModelSpec::Prophet {} => prophet(y, start_ts, step_secs, level, horizon)?,
+    };
+    if path.len() != horizon || !path.is_finite() {
+        return Err(Error::Fit { model, reason: "the forecast has missing or non-finite values".into() });
+    }
+    Ok(path)
+}
+
+/// Two-sided standard-normal quantile for a central interval at `level`.
+fn z(level: f64) -> f64 {
+    distrs::Normal::ppf(0.5 + level / 2.0, 0.0, 1.0)
+}
+
+/// Ordinary least squares on the index, with the textbook prediction interval.
+fn linear(y: &[f64], level: f64, horizon: usize) -> Path {
+    let n = y.len() as f64;
+    let x_mean = (n - 1.0) / 2.0;
+    let y_mean = y.iter().sum::<f64>() / n;
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for (i, v) in y.iter().enumerate() {
+        let dx = i as f64 - x_mean;
+        sxy += dx * (v - y_mean);
+        sxx += dx * dx;
+    }
+    let slope = sxy / sxx;
+    let intercept = y_mean - slope * x_mean;
+    let sse: f64 = y.iter().enumerate().map(|(i, v)| (v - intercept - slope * i as f64).powi(2)).sum();
+    let sigma = (sse / (n - 2.0)).sqrt();
+    let z = z(level);
+    let x = |k: usize| n - 1.0 + (k + 1) as f64;
+    let point = (0..horizon).map(|k| intercept + slope * x(k)).collect();
+    Path::symmetric(point, |k| z * sigma * (1.0 + 1.0 / n + (x(k) - x_mean).powi(2) / sxx).sqrt())
+}
+
+/// The value one season back, with a band from the spread of seasonal differences.
+fn seasonal_naive(y: &[f64], season: usize, level: f64, horizon: usize) -> Path {
+    let diffs: Vec<f64> = y.windows(season + 1).map(|w| w[season] - w[0]).collect();
+    let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
+    let sigma = (diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / diffs.len() as f64).sqrt();
+    let last_season = &y[y.len() - season..];
+    let point = (0..horizon).map(|k| last_season[k % season]).collect();
+    let z = z(level);
+    // Each further season ahead adds one more seasonal difference of uncertainty.
+    Path::symmetric(point, |k| z * sigma * ((k / season + 1) as f64).sqrt())
+}
+
+#[cfg(feature = "prophet")]
+fn prophet(y: &[f64], start_ts: i64, step_secs: i64, level: f64, horizon: usize) -> Result<Path, Error> {
+    use augurs::prophet::{wasmstan::WasmstanOptimizer, IntervalWidth, PredictionData, Prophet, ProphetOptions, TrainingData};
+    use std::sync::OnceLock;
+    // Creating the optimizer compiles the Stan WASM module (~2 s); do it once per process.
+    static OPTIMIZER: OnceLock<WasmstanOptimizer> = OnceLock::new();
+    let model = "prophet";
+    let lib = |err: &dyn std::fmt::Display| Error::Fit { model, reason: err.to_string() };
+    let ds: Vec<i64> = (0..y.len() as i64).map(|i| start_ts + i * step_secs).collect();
+    let last = *ds.last().unwrap_or(&start_ts);
+    let future: Vec<i64> = (1..=horizon as i64).map(|k| last + k * step_secs).collect();
+    let data = TrainingData::new(ds, y.to_vec()).map_err(|e| lib(&e))?;
+    let opts = ProphetOptions {
+        interval_width: IntervalWidth::try_new(level).map_err(|e| lib(&e))?,
+        ..Default::default()
+    };
+    let optimizer = OPTIMIZER.get_or_init(WasmstanOptimizer::new).clone();
+    let mut prophet = Prophet::new(opts, optimizer);
+    prophet.fit(data, Default::default()).map_err(|e| lib(&e))?;
+    let predictions = prophet.predict(PredictionData::new(future)).map_err(|e| lib(&e))?;
+    let yhat = predictions.yhat;
+    match (yhat.lower, yhat.upper) {
+        (Some(lower), Some(upper)) => Ok(Path { point: yhat.point, lower, upper }),
+        _ => Err(lib(&"no prediction intervals")),
+    }
+}
+
+#[cfg(not(feature = "prophet"))]
+fn prophet(_: &[f64], _: i64, _: i64, _: f64, _: usize) -> Result<Path, Error> {
+    Err(Error::Fit { model: "prophet", reason: "pulsewatch was built without the `prophet` feature".into() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Duration;
+
+    /// A daily sine (period 24 steps) with a gentle trend.
+    fn seasonal(n: usize) -> Vec<f64> {
+        (0..n).map(|i| 10.0 + 0.01 * i as f64 + 3.0 * (i as f64 * std::f64::consts::TAU / 24.0).sin()).collect()
+    }
+
+    #[track_caller]
+    fn assert_close(actual: &[f64], expected: &[f64], tol: f64) {
+        assert_eq!(actual.len(), expected.len());
+        for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+            assert!((a - e).abs() <= tol, "index {i}: {a} vs {e} (tol {tol})");
+        }
+    }
+
+    #[test]
+    fn every_model_follows_a_clean_seasonal_series() {
+        let y = seasonal(24 * 8);
+        let truth: Vec<f64> = seasonal(24 * 8 + 12)[24 * 8..].to_vec();
+        let day = Duration::from_secs(24 * 3600);
+        for spec in [ModelSpec::Mstl { seasonality: vec![day.clone()] }, ModelSpec::SeasonalNaive { season: day }] {
+            let path = fit(&spec, &y, 0, 3600, 0.95, 12).unwrap();
+            assert_close(&path.point, &truth, 0.3);
+            assert!(path.lower.iter().zip(&path.upper).all(|(l, u)| l <= u));
+        }
+    }
+
+    #[test]
+    fn trend_models_extrapolate_a_line() {
+        let y: Vec<f64> = (0..100).map(|i| 2.0 * i as f64 + 1.0).collect();
+        let truth: Vec<f64> = (100..110).map(|i| 2.0 * i as f64 + 1.0).collect();
+        for spec in [ModelSpec::Linear {}, ModelSpec::Holt {}] {
+            let path = fit(&spec, &y, 0, 60, 0.9, 10).unwrap();
+            assert_close(&path.point, &truth, 0.5);
+        }
+        let flat = vec![5.0; 50];
+        let path = fit(&ModelSpec::Ets {}, &flat, 0, 60, 0.9, 3).unwrap();
+        assert_close(&path.point, &[5.0; 3], 1e-6);
+    }
+
+    #[test]
+    fn wider_band_at_higher_level() {
+        let y: Vec<f64> = (0..200).map(|i| (i as f64 * 0.7).sin()).collect();
+        let narrow = fit(&ModelSpec::Linear {}, &y, 0, 60, 0.5, 1).unwrap();
+        let wide = fit(&ModelSpec::Linear {}, &y, 0, 60, 0.99, 1).unwrap();
+        assert!(wide.upper[0] - wide.lower[0] > 2.0 * (narrow.upper[0] - narrow.lower[0]));
+    }
+
+    #[test]
+    fn too_short_is_a_clear_error() {
+        let spec = ModelSpec::Mstl { seasonality: vec![Duration::from_secs(86400)] };
+        let err = fit(&spec, &[1.0; 30], 0, 3600, 0.95, 1).unwrap_err();
+        assert_eq!(err.to_string(), "mstl needs at least 48 samples, the series has 30");
+    }
+
+    #[cfg(feature = "prophet")]
+    #[test]
+    fn prophet_fits_and_bands() {
+        let y = seasonal(24 * 8);
+        let path = fit(&ModelSpec::Prophet {}, &y, 1_700_000_000, 3600, 0.8, 6).unwrap();
+        assert_eq!(path.len(), 6);
+        let truth: Vec<f64> = seasonal(24 * 8 + 6)[24 * 8..].to_vec();
+        assert_close(&path.point, &truth, 1.5);
+        assert!(path.lower.iter().zip(&path.upper).all(|(l, u)| l < u));
+    }
+}

@@ -1,0 +1,215 @@
+//! One input series' model state: its recent history, its fitted prediction path and the online
+//! correction applied between refits.
+//!
+//! Between refits a new sample costs O(1): its prediction is read from the path fitted last,
+//! shifted by an online level correction (an exponentially weighted mean of in-band residuals,
+//! so slow drift is absorbed while anomalies are not learned). Refits train on the history kept
+//! here, so they never re-download it.
+
+use std::collections::VecDeque;
+
+use super::{anomaly_score, Path};
+use crate::config::Direction;
+
+/// Weight of the newest in-band residual in the online level correction.
+const LEVEL_ALPHA: f64 = 0.1;
+
+/// A scored observation: what `pulsewatch_y`, `_yhat*` and `_anomaly_score` export.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Point {
+    /// Sample timestamp, Unix seconds.
+    pub ts: i64,
+    /// The observation.
+    pub y: f64,
+    /// The prediction for `ts`.
+    pub yhat: f64,
+    /// Lower edge of the band.
+    pub lower: f64,
+    /// Upper edge of the band.
+    pub upper: f64,
+    /// The anomaly score.
+    pub score: f64,
+}
+
+#[derive(Clone, Debug)]
+struct Fitted {
+    /// Timestamp of the last training sample; `path[0]` predicts one step after it.
+    at_ts: i64,
+    path: Path,
+}
+
+/// Model state of one series.
+#[derive(Clone, Debug)]
+pub struct SeriesModel {
+    step: i64,
+    capacity: usize,
+    values: VecDeque<f64>,
+    last_ts: Option<i64>,
+    fitted: Option<Fitted>,
+    offset: f64,
+    last_point: Option<Point>,
+}
+
+impl SeriesModel {
+    /// An empty model for samples `step` seconds apart, keeping at most `capacity` of them.
+    pub fn new(step: i64, capacity: usize) -> Self {
+        Self { step, capacity, values: VecDeque::new(), last_ts: None, fitted: None, offset: 0.0, last_point: None }
+    }
+
+    /// Appends a sample to the history (not scored). Samples at or before the newest one are
+    /// ignored; a gap is filled by carrying the last value forward, keeping the grid regular.
+    pub fn push(&mut self, ts: i64, y: f64) {
+        if !y.is_finite() {
+            return;
+        }
+        if let Some(last) = self.last_ts {
+            if ts <= last {
+                return;
+            }
+            let missing = ((ts - last) / self.step - 1).clamp(0, self.capacity as i64);
+            let fill = *self.values.back().unwrap_or(&y);
+            self.values.extend(std::iter::repeat_n(fill, missing as usize));
+        }
+        self.values.push_back(y);
+        self.last_ts = Some(ts);
+        while self.values.len() > self.capacity {
+            self.values.pop_front();
+        }
+    }
+
+    /// Timestamp of the newest sample.
+    pub fn last_ts(&self) -> Option<i64> {
+        self.last_ts
+    }
+
+    /// Number of samples held.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether no sample is held.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Whether the model is fitted.
+    pub fn is_fitted(&self) -> bool {
+        self.fitted.is_some()
+    }
+
+    /// Whether a (re)fit is due before scoring samples up to `until_ts`: never fitted, fitted more
+    /// than `refit_secs` ago, or its path does not reach `until_ts + reach_secs`.
+    pub fn needs_fit(&self, until_ts: i64, refit_secs: i64, reach_secs: i64) -> bool {
+        match &self.fitted {
+            None => true,
+            Some(f) => {
+                let path_end = f.at_ts + f.path.len() as i64 * self.step;
+                until_ts - f.at_ts >= refit_secs || until_ts + reach_secs > path_end
+            }
+        }
+    }
+
+    /// The history to train on and the timestamp of its first sample.
+    pub fn training_data(&self) -> Option<(Vec<f64>, i64)> {
+        let last = self.last_ts?;
+        let start = last - (self.values.len() as i64 - 1) * self.step;
+        Some((self.values.iter().copied().collect(), start))
+    }
+
+    /// Installs a path fitted on the history that ends at `at_ts`, and resets the online state.
+    pub fn set_fit(&mut self, at_ts: i64, path: Path) {
+        self.fitted = Some(Fitted { at_ts, path });
+        self.offset = 0.0;
+    }
+
+    /// The prediction and band for `ts` from the fitted path, with the online correction.
+    pub fn predict(&self, ts: i64) -> Option<(f64, f64, f64)> {
+        let f = self.fitted.as_ref()?;
+        let ahead = ts - f.at_ts;
+        if ahead <= 0 || ahead % self.step != 0 {
+            return None;
+        }
+        let k = (ahead / self.step - 1) as usize;
+        let (p, l, u) = (f.path.point.get(k)?, f.path.lower.get(k)?, f.path.upper.get(k)?);
+        Some((p + self.offset, l + self.offset, u + self.offset))
+    }
+
+    /// Scores a new sample, updates the online state and appends it to the history.
+    /// Returns `None` (and only stores the sample) when the model cannot predict `ts`.
+    pub fn observe(&mut self, ts: i64, y: f64, direction: Direction, min_deviation: f64) -> Option<Point> {
+        if !y.is_finite() || self.last_ts.is_some_and(|last| ts <= last) {
+            return None;
+        }
+        let point = self.predict(ts).map(|(yhat, lower, upper)| {
+            let score = anomaly_score(y, yhat, lower, upper, direction, min_deviation);
+            if score <= 1.0 {
+                self.offset += LEVEL_ALPHA * (y - yhat);
+            }
+            Point { ts, y, yhat, lower, upper, score }
+        });
+        self.push(ts, y);
+        if point.is_some() {
+            self.last_point = point;
+        }
+        point
+    }
+
+    /// The newest scored observation.
+    pub fn last_point(&self) -> Option<Point> {
+        self.last_point
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(n: usize, value: f64) -> Path {
+        Path { point: vec![value; n], lower: vec![value - 1.0; n], upper: vec![value + 1.0; n] }
+    }
+
+    #[test]
+    fn history_is_bounded_and_gaps_are_filled() {
+        let mut m = SeriesModel::new(60, 5);
+        m.push(0, 1.0);
+        m.push(180, 4.0); // two missing steps
+        assert_eq!(m.training_data().unwrap(), (vec![1.0, 1.0, 1.0, 4.0], 0));
+        m.push(180, 9.0); // duplicate timestamp: ignored
+        m.push(240, 5.0);
+        m.push(300, 6.0);
+        let (values, start) = m.training_data().unwrap();
+        assert_eq!(values, vec![1.0, 1.0, 4.0, 5.0, 6.0]);
+        assert_eq!(start, 60);
+        m.push(360, f64::NAN);
+        assert_eq!(m.last_ts(), Some(300));
+    }
+
+    #[test]
+    fn scores_against_the_path_and_tracks_level() {
+        let mut m = SeriesModel::new(60, 100);
+        m.push(0, 10.0);
+        m.set_fit(0, path(10, 10.0));
+        let p = m.observe(60, 10.5, Direction::Both, 0.0).unwrap();
+        assert_eq!((p.yhat, p.score), (10.0, 0.5));
+        // the in-band residual moved the level by alpha * 0.5
+        let (yhat, _, _) = m.predict(120).unwrap();
+        assert!((yhat - 10.05).abs() < 1e-12);
+        // an anomaly scores > 1 and does not move the level
+        let p = m.observe(120, 20.0, Direction::Both, 0.0).unwrap();
+        assert!(p.score > 9.0);
+        assert!((m.predict(180).unwrap().0 - 10.05).abs() < 1e-12);
+        assert_eq!(m.last_point().unwrap().ts, 120);
+    }
+
+    #[test]
+    fn refit_due_by_cadence_or_path_end() {
+        let mut m = SeriesModel::new(60, 100);
+        assert!(m.needs_fit(0, 3600, 0));
+        m.push(0, 1.0);
+        m.set_fit(0, path(10, 1.0));
+        assert!(!m.needs_fit(300, 3600, 0));
+        assert!(m.needs_fit(300, 300, 0), "refit cadence reached");
+        assert!(m.needs_fit(300, 3600, 600), "path too short for the horizons");
+        assert!(m.observe(660, 1.0, Direction::Both, 0.0).is_none(), "beyond the path");
+    }
+}

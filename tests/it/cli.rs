@@ -1,0 +1,83 @@
+//! `pulsewatch check`: output and exit codes, as `promtool check` has them.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn pulsewatch(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pulsewatch")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn check_rules_good() {
+    let out = pulsewatch(&["check", "rules", "tests/fixtures/rules/node.good.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "Checking tests/fixtures/rules/node.good.yaml\n  SUCCESS: 2 rules found\n");
+}
+
+#[test]
+fn check_rules_bad_reports_every_problem() {
+    let out = pulsewatch(&["check", "rules", "tests/fixtures/rules/node.good.yaml", "tests/fixtures/rules/broken.bad.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("SUCCESS: 2 rules found"), "{stdout}");
+    let stderr = text(&out.stderr);
+    // The unknown key stops deserialization of that file, like promtool's YAML errors do.
+    assert!(stderr.starts_with("  FAILED:\ntests/fixtures/rules/broken.bad.yaml:10:"), "{stderr}");
+    assert!(stderr.contains("min_devation"), "{stderr}");
+}
+
+#[test]
+fn check_rules_reports_all_semantic_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("r.yaml");
+    let bad = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rules/broken.bad.yaml")).unwrap();
+    std::fs::write(&file, bad.replace("        min_devation: 0.1\n", "")).unwrap();
+    let out = pulsewatch(&["check", "rules", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let f = file.display();
+    let lines: Vec<String> = text(&out.stderr).lines().map(String::from).collect();
+    assert_eq!(lines[0], "  FAILED:");
+    assert!(lines[1].starts_with(&format!("{f}:5:")) && lines[1].contains("group \"node\", rule 1, \"cpu\": could not parse expression"), "{lines:#?}");
+    assert!(lines[2].starts_with(&format!("{f}:7:")) && lines[2].ends_with("group \"node\", rule 2, \"load\": band 1.5 must be between 0 and 1 (exclusive)"), "{lines:#?}");
+    assert!(lines.iter().any(|l| l.starts_with(&format!("{f}:11:")) && l.contains("group name is not unique")), "{lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("invalid cron \"every minute\"")), "{lines:#?}");
+}
+
+#[test]
+fn check_config_follows_rule_files() {
+    let out = pulsewatch(&["check", "config", "tests/fixtures/config/good.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("Checking tests/fixtures/config/good.yaml\n  SUCCESS: 1 rule file patterns found"), "{stdout}");
+    assert!(stdout.contains("node.good.yaml\n  SUCCESS: 2 rules found"), "{stdout}");
+}
+
+#[test]
+fn examples_are_valid() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yml") {
+            let out = pulsewatch(&["check", "config", path.to_str().unwrap()]);
+            assert_eq!(out.status.code(), Some(0), "{}: {}", path.display(), text(&out.stderr));
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no example configs found");
+}
+
+#[test]
+fn daemon_refuses_invalid_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.yml");
+    std::fs::write(&config, "source: { url: 'http://127.0.0.1:1' }\nrule_files: [r.yaml]\n").unwrap();
+    std::fs::write(dir.path().join("r.yaml"), "groups:\n  - name: g\n    rules:\n      - forecast: x\n        expr: 'up{'\n").unwrap();
+    let out = pulsewatch(&["--config.file", config.to_str().unwrap(), "--web.listen-address", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("r.yaml:5:"), "{}", text(&out.stderr));
+}

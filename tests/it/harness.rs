@@ -1,0 +1,269 @@
+//! Test harness: a real Prometheus backfilled with NAB data, and the pulsewatch binary.
+//!
+//! Prometheus and promtool come from `PROMETHEUS_BIN`/`PROMTOOL_BIN` or `PATH` (Debian's
+//! `prometheus` package). A missing binary fails the test with the command that installs it.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub(crate) const INSTALL_HINT: &str = "install it with: apt-get update && apt-get install -y --no-install-recommends prometheus";
+
+pub(crate) fn binary(env: &str, name: &str) -> PathBuf {
+    if let Ok(path) = std::env::var(env) {
+        return PathBuf::from(path);
+    }
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file());
+    found.unwrap_or_else(|| panic!("`{name}` not found on PATH (or set {env}); {INSTALL_HINT}"))
+}
+
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// Reads a NAB CSV (`timestamp,value`) into its values.
+pub(crate) fn nab_values(relative: &str) -> Vec<f64> {
+    let path = datasets_dir().join(relative);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines().skip(1).map(|l| l.split(',').nth(1).unwrap().trim().parse().unwrap()).collect()
+}
+
+/// The NAB files committed under `tests/data/nab`, or a full NAB layout in `NAB_DIR`.
+pub(crate) fn datasets_dir() -> PathBuf {
+    std::env::var("NAB_DIR").map(PathBuf::from).unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/nab"))
+}
+
+/// One backfilled series: labels and values 5 minutes apart, the last at `end`.
+pub(crate) struct Backfill {
+    pub(crate) labels: Vec<(String, String)>,
+    pub(crate) values: Vec<f64>,
+}
+
+pub(crate) struct Prometheus {
+    pub(crate) port: u16,
+    pub(crate) dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Prometheus {
+    /// Backfills `series` (as metric `nab_value`) ending at `end`, then starts Prometheus.
+    pub(crate) fn start(series: &[Backfill], end: i64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let om = dir.path().join("backfill.om");
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&om).unwrap());
+        writeln!(f, "# HELP nab_value NAB benchmark series.\n# TYPE nab_value gauge").unwrap();
+        for s in series {
+            let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            let n = s.values.len() as i64;
+            for (i, v) in s.values.iter().enumerate() {
+                writeln!(f, "nab_value{{{}}} {v} {}", labels.join(","), end - (n - 1 - i as i64) * 300).unwrap();
+            }
+        }
+        writeln!(f, "# EOF").unwrap();
+        drop(f);
+        let status = Command::new(binary("PROMTOOL_BIN", "promtool"))
+            .args(["tsdb", "create-blocks-from", "openmetrics", "--max-block-duration=168h"])
+            .arg(&om)
+            .arg(&data)
+            .stdout(Stdio::null())
+            .status()
+            .expect("running promtool");
+        assert!(status.success(), "promtool backfill failed");
+        std::fs::write(dir.path().join("prometheus.yml"), "global: { scrape_interval: 15s }\n").unwrap();
+        let mut prom = Self { port: free_port(), dir, child: None };
+        prom.spawn();
+        prom
+    }
+
+    /// (Re)starts the server on the same port and data.
+    pub(crate) fn spawn(&mut self) {
+        let child = Command::new(binary("PROMETHEUS_BIN", "prometheus"))
+            .arg(format!("--config.file={}", self.dir.path().join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", self.dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
+            .arg("--storage.tsdb.retention.time=60d")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting prometheus");
+        self.child = Some(child);
+        wait_for(&format!("{}/-/ready", self.url()), Duration::from_secs(60));
+    }
+
+    pub(crate) fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Polls `url` until it answers 200, panicking after `limit`.
+pub(crate) fn wait_for(url: &str, limit: Duration) {
+    let began = Instant::now();
+    while began.elapsed() < limit {
+        if get(url).is_some_and(|(status, _)| status == 200) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{url} not ready after {limit:?}");
+}
+
+/// A blocking GET (tests run it on plain threads).
+pub(crate) fn get(url: &str) -> Option<(u16, String)> {
+    request("GET", url, &[])
+}
+
+pub(crate) fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Option<(u16, String)> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+        let mut req = client.request(method.parse().unwrap(), url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.ok()?;
+        let status = resp.status().as_u16();
+        Some((status, resp.text().await.ok()?))
+    })
+}
+
+pub(crate) struct Pulsewatch {
+    pub(crate) port: u16,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Pulsewatch {
+    /// Starts the binary with `config` written to `dir/pulsewatch.yml`.
+    pub(crate) fn start(dir: &Path, config: &str, extra: &[&str]) -> Self {
+        std::fs::write(dir.join("pulsewatch.yml"), config).unwrap();
+        let port = free_port();
+        let log = dir.join("pulsewatch.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
+            .arg(format!("--config.file={}", dir.join("pulsewatch.yml").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=debug")
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let pw = Self { port, child, log };
+        wait_for(&format!("{}/-/healthy", pw.url()), Duration::from_secs(30));
+        pw
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub(crate) fn metrics(&self) -> String {
+        get(&format!("{}/metrics", self.url())).expect("scrape").1
+    }
+
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub(crate) fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Sends a signal and waits for the exit status (bounded).
+    pub(crate) fn signal(&mut self, sig: &str) -> Option<std::process::ExitStatus> {
+        Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        let began = Instant::now();
+        while began.elapsed() < Duration::from_secs(30) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    /// Polls the metrics until `pred` holds on the parsed samples, or panics after `limit`.
+    pub(crate) fn wait_metrics(&self, limit: Duration, what: &str, pred: impl Fn(&[Sample]) -> bool) -> Vec<Sample> {
+        let began = Instant::now();
+        loop {
+            let samples = parse(&self.metrics());
+            if pred(&samples) {
+                return samples;
+            }
+            if began.elapsed() > limit {
+                panic!("timed out waiting for {what}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Pulsewatch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A parsed text-format sample.
+#[derive(Clone, Debug)]
+pub(crate) struct Sample {
+    pub(crate) name: String,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) value: f64,
+}
+
+/// Parses the text exposition format (enough of it for these tests: no escaped quotes).
+pub(crate) fn parse(body: &str) -> Vec<Sample> {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (name, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let labels = labels
+                .split("\",")
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap();
+                    (k.to_string(), v.trim_matches('"').to_string())
+                })
+                .collect();
+            Sample { name: name.to_string(), labels, value: value.parse().unwrap() }
+        })
+        .collect()
+}
+
+pub(crate) fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Vec<&'a Sample> {
+    samples.iter().filter(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))).collect()
+}
