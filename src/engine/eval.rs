@@ -200,3 +200,101 @@ async fn query(source: &dyn Source, metrics: &Metrics, expr: &str, start: i64, e
     metrics.observe_query(began.elapsed(), result.is_ok());
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Duration;
+    use crate::models::ModelSpec;
+    use futures::FutureExt;
+    use prometheus_client::registry::Registry;
+    use std::sync::Mutex;
+
+    /// Serves `a` always and `b` from `b_from` on, as a line plus a little wave; records queries.
+    struct FakeSource {
+        b_from: i64,
+        a_until: Mutex<i64>,
+        queries: Mutex<Vec<(i64, i64)>>,
+    }
+
+    impl Source for FakeSource {
+        fn query_range<'a>(&'a self, _: &'a str, start: i64, end: i64, step: i64) -> futures::future::BoxFuture<'a, Result<Vec<Series>, source::Error>> {
+            self.queries.lock().unwrap().push((start, end));
+            let a_until = *self.a_until.lock().unwrap();
+            let make = |name: &str, from: i64, until: i64| Series {
+                labels: Labels::from([("__name__".into(), "m".into()), ("s".into(), name.into())]),
+                samples: (start..=end).step_by(step as usize).filter(|t| *t >= from && *t <= until).map(|t| (t, t as f64 / 60.0 + ((t / 60) % 3) as f64)).collect(),
+            };
+            let mut out = vec![make("a", i64::MIN, a_until)];
+            if end >= self.b_from {
+                out.push(make("b", self.b_from - 3600, i64::MAX));
+            }
+            out.retain(|s| !s.samples.is_empty());
+            async move { Ok(out) }.boxed()
+        }
+    }
+
+    fn rule() -> Rule {
+        Rule {
+            name: "r".into(),
+            expr: "m".into(),
+            step: Duration::from_secs(60),
+            history: Duration::from_secs(3600),
+            refit: Duration::from_secs(600),
+            model: ModelSpec::Linear {},
+            band: 0.95,
+            horizons: vec![Duration::from_secs(300)],
+            direction: Default::default(),
+            min_deviation: 0.0,
+            labels: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn fetches_history_once_then_only_new_points() {
+        let t0 = 6_000_000;
+        let source = FakeSource { b_from: t0 + 180, a_until: Mutex::new(i64::MAX), queries: Mutex::new(vec![]) };
+        let metrics = Metrics::register(&mut Registry::default());
+        let pool = FitPool::new(2);
+        let (rule, mut state) = (rule(), RuleState::default());
+        macro_rules! eval {
+            ($now:expr) => {
+                state.evaluate(&rule, &source, &metrics, &pool, $now, 600).await.unwrap()
+            };
+        }
+        let first = eval!(t0 + 30);
+        assert_eq!(first.fits, 1);
+        assert_eq!(first.series.len(), 1);
+        assert_eq!(first.series[0].point.ts, t0);
+        assert_eq!(first.series[0].labels, vec![("rule".to_string(), "r".to_string()), ("s".to_string(), "a".to_string())]);
+        assert_eq!(first.series[0].forecasts[0].0, "5m");
+
+        let second = eval!(t0 + 120);
+        assert_eq!(second.fits, 0, "no refit before the cadence");
+        assert_eq!(second.series[0].point.ts, t0 + 120);
+
+        // `b` appears: its history is fetched once, and it gets its own model
+        let third = eval!(t0 + 180);
+        assert_eq!(third.fits, 1);
+        assert_eq!(third.series.len(), 2);
+
+        // refit cadence reached
+        let fourth = eval!(t0 + 900);
+        assert_eq!(fourth.fits, 2);
+
+        // `a` stops: dropped once its newest sample is older than the staleness period
+        *source.a_until.lock().unwrap() = t0 + 900;
+        assert_eq!(eval!(t0 + 1200).series.len(), 2);
+        let last = eval!(t0 + 1560);
+        assert_eq!(last.series.len(), 1);
+        assert_eq!(state.series_count(), 1);
+
+        let queries = source.queries.lock().unwrap().clone();
+        let step = 60;
+        assert_eq!(queries[0], (t0 - 59 * step, t0), "history");
+        assert_eq!(queries[1], (t0 + step, t0 + 120), "only the new points");
+        assert_eq!(queries[2], (t0 + 180, t0 + 180));
+        assert_eq!(queries[3], (t0 + 180 - 59 * step, t0 + 180), "history for the new series");
+        assert_eq!(queries.len(), 7);
+    }
+}

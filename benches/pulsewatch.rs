@@ -1,0 +1,128 @@
+//! Benchmarks: per-series model fit and per-sample update+score CPU time on one week at 5-minute
+//! steps (2016 samples of NAB's art_daily_small_noise), and `/metrics` render time at 10k and
+//! 100k exported series. Run with `cargo bench --bench pulsewatch`; prints a Markdown table.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use prometheus_client::registry::Registry;
+use pulsewatch::config::{Direction, Duration as PwDuration, GroupKey, Rule, RuleGroup, Schedule};
+use pulsewatch::exporter::{encode, Exporter, Format, RuleId, SeriesOutput, SnapshotCollector};
+use pulsewatch::models::{fit, ModelSpec, Point, SeriesModel};
+
+const STEP: i64 = 300;
+const WEEK: usize = 2016;
+
+fn series() -> Vec<f64> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/nab/artificialNoAnomaly/art_daily_small_noise.csv");
+    std::fs::read_to_string(path).unwrap().lines().skip(1).map(|l| l.split(',').nth(1).unwrap().parse().unwrap()).collect()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn models() -> Vec<(&'static str, ModelSpec, usize)> {
+    let day = PwDuration::from_secs(86400);
+    let mut m = vec![
+        ("mstl [1d]", ModelSpec::Mstl { seasonality: vec![day.clone()] }, 7),
+        ("ets", ModelSpec::Ets {}, 7),
+        ("holt", ModelSpec::Holt {}, 7),
+        ("linear", ModelSpec::Linear {}, 7),
+        ("seasonal_naive 1d", ModelSpec::SeasonalNaive { season: day }, 7),
+    ];
+    if cfg!(feature = "prophet") {
+        m.push(("prophet", ModelSpec::Prophet {}, 3));
+    }
+    m
+}
+
+fn bench_models() {
+    let data = series();
+    let train = &data[..WEEK];
+    // What an evaluation does per series: score the new sample against the path, update online.
+    let horizon = 12 * 6 + 12; // refit 6h + 1h of horizons at 5m steps
+    println!("| model | fit, one series (median) | update + score, one sample (mean) |\n|---|---|---|");
+    for (name, spec, runs) in models() {
+        // The first Prophet fit also creates the wasmstan optimizer (once per process); keep it out.
+        let _ = fit(&spec, train, 0, STEP, 0.95, horizon);
+        let fits: Vec<Duration> = (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                black_box(fit(&spec, black_box(train), 0, STEP, 0.95, horizon).unwrap());
+                t.elapsed()
+            })
+            .collect();
+        let path = fit(&spec, train, 0, STEP, 0.95, horizon).unwrap();
+        let updates = 200_000;
+        let mut total = Duration::ZERO;
+        let mut done = 0;
+        while done < updates {
+            let mut model = SeriesModel::new(STEP, WEEK);
+            for (i, v) in train.iter().enumerate() {
+                model.push(i as i64 * STEP, *v);
+            }
+            let at = (WEEK as i64 - 1) * STEP;
+            model.set_fit(at, path.clone());
+            let t = Instant::now();
+            for k in 1..=horizon as i64 {
+                black_box(model.observe(at + k * STEP, data[WEEK + k as usize - 1], Direction::Both, 0.0));
+            }
+            total += t.elapsed();
+            done += horizon;
+        }
+        println!("| {name} | {:.2} ms | {:.0} ns |", median(fits).as_secs_f64() * 1e3, total.as_secs_f64() * 1e9 / done as f64);
+    }
+}
+
+fn bench_render() {
+    println!("\n| exported input series | output samples | /metrics render, text (median of 5) | OpenMetrics |\n|---|---|---|---|");
+    for n in [10_000usize, 100_000] {
+        let exporter = Exporter::default();
+        let rule = Rule {
+            name: "bench".into(),
+            expr: "up".into(),
+            step: PwDuration::from_secs(60),
+            history: PwDuration::from_secs(86400),
+            refit: PwDuration::from_secs(3600),
+            model: ModelSpec::Linear {},
+            band: 0.95,
+            horizons: vec![PwDuration::from_secs(3600)],
+            direction: Direction::Both,
+            min_deviation: 0.0,
+            labels: BTreeMap::new(),
+        };
+        let group = RuleGroup { key: GroupKey { file: "bench.yaml".into(), name: "g".into() }, schedule: Schedule::Interval(PwDuration::from_secs(60)), rules: vec![rule.clone()] };
+        exporter.set_group(&group, 60.0, &[]);
+        let point = Point { ts: 0, y: 1.5, yhat: 1.25, lower: 0.5, upper: 2.0, score: 0.3333 };
+        let outputs: Vec<SeriesOutput> = (0..n)
+            .map(|i| {
+                let labels = BTreeMap::from([("instance".to_string(), format!("host-{i:06}:9100")), ("job".to_string(), "node".to_string())]);
+                SeriesOutput::new(&labels, &rule, point, vec![("1h".into(), (1.0, 0.5, 1.5))])
+            })
+            .collect();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        exporter.record(&RuleId { group: group.key.clone(), rule: "bench".into() }, now, 0.0, Ok((outputs, 0, n)), 3600.0);
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(SnapshotCollector::new(exporter)));
+        let time = |format: Format| {
+            median((0..5).map(|_| {
+                let t = Instant::now();
+                black_box(encode(&registry, format).unwrap());
+                t.elapsed()
+            }).collect())
+        };
+        let samples = encode(&registry, Format::Text).unwrap().lines().filter(|l| l.starts_with("pulsewatch_")).count();
+        println!("| {n} | {samples} | {:.0} ms | {:.0} ms |", time(Format::Text).as_secs_f64() * 1e3, time(Format::OpenMetrics).as_secs_f64() * 1e3);
+    }
+}
+
+fn main() {
+    // `cargo test --all-targets` builds and runs benches with `--bench`-less args: stay quick there.
+    if std::env::args().any(|a| a == "--bench") {
+        bench_models();
+        bench_render();
+    }
+}
