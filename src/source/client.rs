@@ -255,6 +255,95 @@ mod tests {
         assert!(!Error::Decode("x".into()).is_retryable());
     }
 
+    use axum::extract::{Form, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use std::collections::{HashMap, VecDeque};
+    use std::sync::{Arc, Mutex};
+
+    /// A stub Prometheus: answers from a script of statuses (then 200), records every request.
+    #[derive(Clone, Default)]
+    struct Stub {
+        script: Arc<Mutex<VecDeque<(u16, &'static str)>>>,
+        seen: Arc<Mutex<Vec<(HeaderMap, HashMap<String, String>)>>>,
+    }
+
+    async fn stub_handler(State(stub): State<Stub>, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> (StatusCode, String) {
+        stub.seen.lock().unwrap().push((headers, form.clone()));
+        if let Some((code, body)) = stub.script.lock().unwrap().pop_front() {
+            return (StatusCode::from_u16(code).unwrap(), body.to_string());
+        }
+        let (start, end, step): (i64, i64, i64) = (form["start"].parse().unwrap(), form["end"].parse().unwrap(), form["step"].parse().unwrap());
+        let values: Vec<String> = (start..=end).step_by(step as usize).map(|t| format!("[{t},\"{}\"]", t % 7)).collect();
+        (StatusCode::OK, format!(r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{"job":"x"}},"values":[{}]}}]}}}}"#, values.join(",")))
+    }
+
+    async fn serve_stub(stub: Stub) -> String {
+        let app = axum::Router::new().route("/prefix/api/v1/query_range", axum::routing::post(stub_handler)).with_state(stub);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}/prefix")
+    }
+
+    fn config(url: &str, extra: &str) -> SourceConfig {
+        serde_saphyr::from_str(&format!("url: '{url}'\ntimeout: 2s\nretries: 2\n{extra}")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn sends_auth_and_headers_and_splits_long_ranges() {
+        let stub = Stub::default();
+        let url = serve_stub(stub.clone()).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "t0ken\n").unwrap();
+        let extra = format!("bearer_token: {{ file: '{}' }}\nheaders: {{ X-Scope-OrgID: tenant-1 }}", dir.path().join("token").display());
+        let client = PromClient::new(&config(&url, &extra)).unwrap();
+        let points = 2 * MAX_POINTS_PER_QUERY + 5;
+        let series = client.query_range("up", 0, (points - 1) * 60, 60).await.unwrap();
+        assert_eq!(series.len(), 1);
+        assert_eq!(series[0].samples.len() as i64, points, "pieces merged without gaps or duplicates");
+        let seen = stub.seen.lock().unwrap();
+        assert_eq!(seen.len(), 3);
+        for (headers, form) in seen.iter() {
+            assert_eq!(headers["authorization"], "Bearer t0ken");
+            assert_eq!(headers["x-scope-orgid"], "tenant-1");
+            let n = (form["end"].parse::<i64>().unwrap() - form["start"].parse::<i64>().unwrap()) / 60 + 1;
+            assert!(n <= MAX_POINTS_PER_QUERY, "{n} points in one request");
+        }
+    }
+
+    #[tokio::test]
+    async fn basic_auth_from_env() {
+        let stub = Stub::default();
+        let url = serve_stub(stub.clone()).await;
+        std::env::set_var("PULSEWATCH_TEST_PW", "pw");
+        let client = PromClient::new(&config(&url, "basic_auth: { username: u, password: { env: PULSEWATCH_TEST_PW } }")).unwrap();
+        client.query_range("up", 0, 60, 60).await.unwrap();
+        assert_eq!(stub.seen.lock().unwrap()[0].0["authorization"], "Basic dTpwdw==");
+    }
+
+    #[tokio::test]
+    async fn retries_5xx_but_not_4xx_and_rejects_garbage() {
+        let stub = Stub::default();
+        let url = serve_stub(stub.clone()).await;
+        let client = PromClient::new(&config(&url, "")).unwrap();
+        stub.script.lock().unwrap().extend([(503, "overloaded"), (502, "bad gateway")]);
+        client.query_range("up", 0, 60, 60).await.unwrap();
+        assert_eq!(stub.seen.lock().unwrap().len(), 3, "two retries, then success");
+
+        stub.script.lock().unwrap().push_back((400, r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#));
+        let err = client.query_range("up", 0, 60, 60).await.unwrap_err();
+        assert!(matches!(&err, Error::Status { code: 400, body } if body == "parse error"), "{err}");
+        assert_eq!(stub.seen.lock().unwrap().len(), 4, "no retry on 4xx");
+
+        stub.script.lock().unwrap().extend([(200, "<html>not prometheus</html>")]);
+        assert!(matches!(client.query_range("up", 0, 60, 60).await, Err(Error::Decode(_))));
+
+        let mut refused = config("http://127.0.0.1:1", "");
+        refused.retries = 0;
+        let down = PromClient::new(&refused).unwrap();
+        assert!(matches!(down.query_range("up", 0, 60, 60).await, Err(Error::Transport(_))));
+    }
+
     proptest! {
         #[test]
         fn backoff_within_bounds(attempt in 0u32..40, seed in any::<u64>()) {
