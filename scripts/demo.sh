@@ -21,17 +21,8 @@ python3 scripts/nab_to_openmetrics.py \
   "$nab/realKnownCause/nyc_taxi.csv::1500" > "$work/backfill.om"
 promtool tsdb create-blocks-from openmetrics --max-block-duration=168h "$work/backfill.om" "$work/data" >/dev/null
 
-cat > "$work/prometheus.yml" <<YAML
-global: { scrape_interval: 15s }
-scrape_configs:
-  - job_name: node
-    static_configs: [{ targets: ["127.0.0.1:9100"] }]
-  - job_name: pulsewatch
-    honor_labels: true   # keep the job/instance labels of the series pulsewatch re-exports
-    static_configs: [{ targets: ["127.0.0.1:9464"] }]
-YAML
 prometheus-node-exporter --web.listen-address=127.0.0.1:9100 --no-collector.systemd >"$work/node.log" 2>&1 & pids+=($!)
-prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/data" \
+prometheus --config.file="$repo/deploy/prometheus/prometheus.yml" --storage.tsdb.path="$work/data" \
   --storage.tsdb.retention.time=60d --web.listen-address=127.0.0.1:9090 >"$work/prometheus.log" 2>&1 & pids+=($!)
 until curl -fs http://127.0.0.1:9090/-/ready >/dev/null; do sleep 0.5; done
 "$CARGO_TARGET_DIR/release/pulsewatch" --config.file="$repo/examples/pulsewatch.yml" \

@@ -8,3 +8,6 @@ bash scripts/install-prometheus.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pulsewatch/target}"
 cargo test --all-targets --locked
 cargo test --doc --locked
+# The shipped alerting rules and the demo's Prometheus config must load.
+promtool check rules rules/*.yml
+promtool check config --syntax-only deploy/prometheus/prometheus.yml
