@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The pulsewatch demo, all on 127.0.0.1: Prometheus (:9090) with NAB history backfilled to end
-# now, node_exporter (:9100), and pulsewatch (:9464) with examples/pulsewatch.yml.
+# now and then replayed live (:9101), node_exporter (:9100), and pulsewatch (:9464) with examples/pulsewatch.yml.
 # Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,13 +14,17 @@ cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
 nab=tests/data/nab
-# jumpsup is cut inside its anomaly (row 3000), so the demo opens on a live anomaly.
-python3 scripts/nab_to_openmetrics.py \
-  "$nab/artificialWithAnomaly/art_daily_jumpsup.csv:3000" \
-  "$nab/artificialNoAnomaly/art_daily_small_noise.csv" \
-  "$nab/realKnownCause/nyc_taxi.csv::1500" > "$work/backfill.om"
+end=$(date +%s)
+# jumpsup is cut just after its jump (row 2993), so the demo opens on a live anomaly; the replay
+# exporter then continues every series from where its backfill ends.
+series=("$nab/artificialWithAnomaly/art_daily_jumpsup.csv:2993"
+        "$nab/artificialNoAnomaly/art_daily_small_noise.csv:3500"
+        "$nab/realKnownCause/nyc_taxi.csv:9000")
+python3 scripts/nab_to_openmetrics.py --end "$end" --labels 'instance="127.0.0.1:9101",job="nab"' \
+  "${series[@]}" > "$work/backfill.om"
 promtool tsdb create-blocks-from openmetrics --max-block-duration=168h "$work/backfill.om" "$work/data" >/dev/null
 
+python3 scripts/nab_replay.py --port 9101 --start "$end" "${series[@]}" >"$work/replay.log" 2>&1 & pids+=($!)
 prometheus-node-exporter --web.listen-address=127.0.0.1:9100 --no-collector.systemd >"$work/node.log" 2>&1 & pids+=($!)
 prometheus --config.file="$repo/deploy/prometheus/prometheus.yml" --storage.tsdb.path="$work/data" \
   --storage.tsdb.retention.time=60d --web.listen-address=127.0.0.1:9090 >"$work/prometheus.log" 2>&1 & pids+=($!)
@@ -32,7 +36,7 @@ pulsewatch demo running (logs in $work):
   pulsewatch metrics  http://127.0.0.1:9464/metrics
   pulsewatch rules    http://127.0.0.1:9464/api/v1/rules
   Prometheus          http://127.0.0.1:9090/graph?g0.expr=pulsewatch_anomaly_score
-Scores appear within a minute for the NAB rules (jumpsup > 1: the backfill ends inside its
-anomaly); node_exporter rules start after a few minutes of live data. Ctrl-C stops the demo.
+Scores appear within a minute for the NAB rules (jumpsup starts just after its jump, so it
+scores above 1); node_exporter rules start after a few minutes of live data. Ctrl-C stops it.
 TXT
 wait

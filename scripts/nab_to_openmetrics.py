@@ -15,6 +15,7 @@ import time
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--end", type=int, default=int(time.time()))
+    parser.add_argument("--labels", default="", help='extra labels, e.g. job="nab",instance="127.0.0.1:9101"')
     parser.add_argument("files", nargs="+")
     args = parser.parse_args()
     out = sys.stdout
@@ -37,7 +38,8 @@ def main():
             if previous is not None and ts <= previous:
                 continue  # NAB has a few repeated timestamps; keep the first
             previous = ts
-            out.write(f'nab_value{{dataset="{name}"}} {value} {ts}\n')
+            extra = f",{args.labels}" if args.labels else ""
+            out.write(f'nab_value{{dataset="{name}"{extra}}} {value} {ts}\n')
     out.write("# EOF\n")
 
 
