@@ -43,3 +43,19 @@ pub fn cron_period(expr: &str) -> Option<f64> {
     let second = next_run(&cron, &first)?;
     Some((second - first).num_milliseconds() as f64 / 1000.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cron_with_five_or_six_fields() {
+        assert_eq!(cron_period("*/5 * * * *"), Some(300.0));
+        assert_eq!(cron_period("*/10 * * * * *"), Some(10.0));
+        assert_eq!(schedule_interval(&Schedule::Cron("0 * * * *".into())), 3600.0);
+        assert!(parse_cron("61 * * * *").is_err());
+        let at = DateTime::parse_from_rfc3339("2026-01-01T00:02:30Z").unwrap().with_timezone(&Utc);
+        let next = next_run(&parse_cron("*/5 * * * *").unwrap(), &at).unwrap();
+        assert_eq!(next.to_rfc3339(), "2026-01-01T00:05:00+00:00");
+    }
+}

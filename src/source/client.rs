@@ -265,10 +265,13 @@ mod tests {
     struct Stub {
         script: Arc<Mutex<VecDeque<(u16, &'static str)>>>,
         seen: Arc<Mutex<Vec<(HeaderMap, HashMap<String, String>)>>>,
+        delay: Arc<Mutex<std::time::Duration>>,
     }
 
     async fn stub_handler(State(stub): State<Stub>, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> (StatusCode, String) {
         stub.seen.lock().unwrap().push((headers, form.clone()));
+        let delay = *stub.delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
         if let Some((code, body)) = stub.script.lock().unwrap().pop_front() {
             return (StatusCode::from_u16(code).unwrap(), body.to_string());
         }
@@ -342,6 +345,21 @@ mod tests {
         refused.retries = 0;
         let down = PromClient::new(&refused).unwrap();
         assert!(matches!(down.query_range("up", 0, 60, 60).await, Err(Error::Transport(_))));
+    }
+
+    #[tokio::test]
+    async fn slow_answers_time_out() {
+        let stub = Stub::default();
+        let url = serve_stub(stub.clone()).await;
+        *stub.delay.lock().unwrap() = std::time::Duration::from_secs(3);
+        let mut cfg = config(&url, "");
+        cfg.retries = 1;
+        let client = PromClient::new(&cfg).unwrap();
+        let began = std::time::Instant::now();
+        let err = client.query_range("up", 0, 60, 60).await.unwrap_err();
+        assert!(matches!(err, Error::Timeout(_)), "{err}");
+        assert_eq!(stub.seen.lock().unwrap().len(), 2, "a timeout is retried");
+        assert!(began.elapsed() < std::time::Duration::from_secs(6), "each attempt bounded by the 2s timeout");
     }
 
     proptest! {

@@ -158,8 +158,15 @@ pub(crate) struct Pulsewatch {
 }
 
 impl Pulsewatch {
-    /// Starts the binary with `config` written to `dir/pulsewatch.yml`.
+    /// Starts the binary with `config` written to `dir/pulsewatch.yml` and waits until healthy.
     pub(crate) fn start(dir: &Path, config: &str, extra: &[&str]) -> Self {
+        let pw = Self::spawn(dir, config, extra);
+        wait_for(&format!("{}/-/healthy", pw.url()), Duration::from_secs(30));
+        pw
+    }
+
+    /// Starts the binary without waiting for it.
+    pub(crate) fn spawn(dir: &Path, config: &str, extra: &[&str]) -> Self {
         std::fs::write(dir.join("pulsewatch.yml"), config).unwrap();
         let port = free_port();
         let log = dir.join("pulsewatch.log");
@@ -172,9 +179,7 @@ impl Pulsewatch {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let pw = Self { port, child, log };
-        wait_for(&format!("{}/-/healthy", pw.url()), Duration::from_secs(30));
-        pw
+        Self { port, child, log }
     }
 
     pub(crate) fn url(&self) -> String {
