@@ -1,7 +1,8 @@
 //! The run loop of one group: wait for the schedule, evaluate each rule in order, record.
 //!
 //! Interval groups start at a slot derived from the group key (as Prometheus staggers its
-//! groups), tick with `MissedTickBehavior::Skip` so runs never overlap, and count skipped ticks.
+//! groups) and run at that phase; a run that overruns skips the slots it covered, which are
+//! counted, so runs never overlap and never bunch up.
 //! An evaluation in flight is not cancelled: cancellation is checked between rules, and queries
 //! are bounded by the source timeout.
 
@@ -10,7 +11,6 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::eval::{FitPool, RuleState};
@@ -69,23 +69,20 @@ pub(crate) async fn run(
             if next < now {
                 next += p;
             }
-            let start = tokio::time::Instant::now() + Duration::from_secs_f64(next - now);
-            let mut ticker = tokio::time::interval_at(start, period);
-            ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-            let mut last: Option<tokio::time::Instant> = None;
+            let mut slot = tokio::time::Instant::now() + Duration::from_secs_f64(next - now);
             loop {
-                let tick = tokio::select! {
+                tokio::select! {
                     _ = token.cancelled() => break,
-                    tick = ticker.tick() => tick,
-                };
-                if let Some(prev) = last {
-                    let missed = ((tick - prev).as_secs_f64() / p).round() as u64;
-                    if missed > 1 {
-                        ctx.exporter.count_missed(&group.key, missed - 1);
-                    }
+                    _ = tokio::time::sleep_until(slot) => {}
                 }
-                last = Some(tick);
                 evaluate_group(&group, &mut states, &ctx, &token, stale_after).await;
+                // Slots that passed while this run went on are skipped, not run late or twice
+                // (tokio's MissedTickBehavior::Skip would fire one late tick at once).
+                let skipped = ((tokio::time::Instant::now() - slot).as_secs_f64() / p).floor() as u32;
+                if skipped > 0 {
+                    ctx.exporter.count_missed(&group.key, u64::from(skipped));
+                }
+                slot += period * (skipped + 1);
             }
         }
         Schedule::Cron(expr) => {
@@ -155,7 +152,50 @@ async fn evaluate_group(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Duration as PwDuration, GroupKey, Rule};
+    use crate::source::{self, Series};
+    use futures::future::BoxFuture;
+    use futures::FutureExt;
+    use prometheus_client::registry::Registry;
     use proptest::prelude::*;
+
+    /// Answers every query after 2.5 s: each run overruns two and a half 1 s ticks.
+    struct Slow;
+
+    impl Source for Slow {
+        fn query_range<'a>(&'a self, _: &'a str, _: i64, _: i64, _: i64) -> BoxFuture<'a, Result<Vec<Series>, source::Error>> {
+            async { tokio::time::sleep(Duration::from_millis(2500)).await; Ok(vec![]) }.boxed()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn overrunning_runs_skip_ticks_and_count_them() {
+        let exporter = Exporter::default();
+        let ctx = Arc::new(Context {
+            source: RwLock::new(Arc::new(Slow)),
+            metrics: Metrics::register(&mut Registry::default()),
+            exporter: exporter.clone(),
+            pool: FitPool::new(1),
+            staleness: 300.0,
+        });
+        let rule: Rule = crate::config::rules::parse(std::path::Path::new("r.yaml"), "groups: [{ name: g, rules: [{ forecast: r, expr: up, model: { type: linear } }] }]", &Default::default())
+            .unwrap()
+            .remove(0)
+            .rules
+            .remove(0);
+        let group = RuleGroup { key: GroupKey { file: "r.yaml".into(), name: "g".into() }, schedule: Schedule::Interval(PwDuration::from_secs(1)), rules: vec![rule] };
+        exporter.set_group(&group, 1.0, &[]);
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(run(group.clone(), HashMap::new(), ctx, token.clone()));
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        token.cancel();
+        handle.await.unwrap();
+        let snapshot = exporter.load();
+        let evaluations = snapshot.rules.values().next().unwrap().status.evaluations;
+        let missed = snapshot.groups[&group.key].missed;
+        assert!((6..=7).contains(&evaluations), "{evaluations} runs in 20 s of 3 s each");
+        assert_eq!(missed, 2 * evaluations, "each run covered two more slots, which were skipped");
+    }
 
     proptest! {
         #[test]
