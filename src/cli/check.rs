@@ -39,7 +39,10 @@ pub(super) fn rules(files: &[PathBuf]) -> u8 {
 
 /// Checks a config file and its rule files; returns the exit code.
 pub(super) fn config(file: &Path) -> u8 {
-    let loaded = config::load_config(file);
+    let loaded = config::load_config(file).and_then(|c| match crate::source::PromClient::new(&c.source) {
+        Ok(_) => Ok(c),
+        Err(err) => Err(config::Problems::one(config::Problem::file(file, err.to_string()))),
+    });
     let ok = report(file, loaded.as_ref().map(|c| c.rule_files.len()).map_err(Clone::clone), "rule file patterns");
     let Ok(config) = loaded else { return EXIT_FAILURE };
     let files = match config::expand_rule_files(file, &config.rule_files) {

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Cli;
-use crate::config::{self, SourceConfig};
+use crate::config;
 use crate::engine::{Context, FitPool, RuleManager};
 use crate::exporter::{Exporter, Metrics, ProcessCollector, SnapshotCollector};
 use crate::http::{self, AppState, WebConfig};
@@ -34,7 +34,6 @@ struct Daemon {
     config_file: std::path::PathBuf,
     manager: RuleManager,
     metrics: Metrics,
-    source: SourceConfig,
     watch_tx: mpsc::Sender<()>,
     watch: Option<watch::Watch>,
 }
@@ -53,11 +52,9 @@ impl Daemon {
 
     async fn try_reload(&mut self) -> Result<(), String> {
         let loaded = config::load(&self.config_file).map_err(|p| p.to_string())?;
-        if loaded.config.source != self.source {
-            let client = PromClient::new(&loaded.config.source).map_err(|e| e.to_string())?;
-            *self.manager.context().source.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(client);
-            self.source = loaded.config.source.clone();
-        }
+        // Rebuilt every time, so rotated token, password and certificate files are re-read.
+        let client = PromClient::new(&loaded.config.source).map_err(|e| e.to_string())?;
+        *self.manager.context().source.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(client);
         self.rewatch(&loaded.config.rule_files);
         self.manager.update(loaded.groups).await;
         Ok(())
@@ -103,7 +100,6 @@ pub(super) async fn daemon(cli: Cli) -> anyhow::Result<()> {
         config_file: cli.config_file.clone(),
         manager: RuleManager::new(ctx, root.clone()),
         metrics: metrics.clone(),
-        source: loaded.config.source.clone(),
         watch_tx,
         watch: None,
     };

@@ -124,11 +124,22 @@ pub fn load(path: &Path) -> Result<Loaded, Problems> {
 /// Every problem in every file.
 pub fn load_rule_files(files: &[PathBuf], defaults: &Defaults) -> Result<Vec<RuleGroup>, Problems> {
     let mut problems = Problems::default();
-    let mut groups = Vec::new();
+    let mut groups: Vec<RuleGroup> = Vec::new();
     for file in files {
         match rules::load_file(file, defaults) {
             Ok(found) => groups.extend(found),
             Err(found) => problems.extend(found),
+        }
+    }
+    // Outputs carry only rule="<name>": the same name twice would export colliding series.
+    let mut seen: std::collections::HashMap<&str, &GroupKey> = std::collections::HashMap::new();
+    for group in &groups {
+        for rule in &group.rules {
+            if let Some(first) = seen.insert(&rule.name, &group.key) {
+                if first != &group.key {
+                    problems.push(Problem::file(&group.key.file, format!("group {:?}: rule name {:?} is already used in group {:?} of {}", group.key.name, rule.name, first.name, first.file.display())));
+                }
+            }
         }
     }
     problems.into_result(groups)
@@ -171,7 +182,7 @@ mod tests {
         for name in ["a", "b"] {
             std::fs::write(
                 dir.path().join(format!("rules/{name}.yaml")),
-                format!("groups:\n  - name: {name}\n    rules:\n      - forecast: r\n        expr: up\n"),
+                format!("groups:\n  - name: {name}\n    rules:\n      - forecast: r_{name}\n        expr: up\n"),
             )
             .unwrap();
         }
@@ -193,6 +204,17 @@ mod tests {
         assert_eq!(problems.len(), 2, "{problems}");
         assert_eq!(problems.iter().next().unwrap().path(), a);
         assert!(problems.to_string().contains("bogus"), "{problems}");
+    }
+
+    #[test]
+    fn rule_names_are_unique_across_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<PathBuf> = ["a", "b"].iter().map(|n| dir.path().join(format!("{n}.yaml"))).collect();
+        for f in &files {
+            std::fs::write(f, "groups:\n  - name: g\n    rules:\n      - forecast: cpu\n        expr: up\n").unwrap();
+        }
+        let problems = load_rule_files(&files, &Defaults::default()).unwrap_err().to_string();
+        assert!(problems.contains("rule name \"cpu\" is already used in group \"g\""), "{problems}");
     }
 
     #[test]

@@ -255,10 +255,24 @@ fn validate_rule(rule: RuleConfig, defaults: &Defaults) -> Result<Rule, Vec<Stri
     if !(band > 0.0 && band < 1.0) {
         errs.push(format!("band {band} must be between 0 and 1 (exclusive)"));
     }
+    if step.get().subsec_nanos() != 0 {
+        errs.push(format!("step {step} must be a whole number of seconds"));
+    }
+    let mut horizons = HashSet::new();
     for horizon in &rule.horizons {
-        if horizon.secs() < step.secs() {
-            errs.push(format!("horizon {horizon} is shorter than step {step}"));
+        if horizon.secs() < step.secs() || step.secs() > 0 && horizon.secs() % step.secs() != 0 {
+            errs.push(format!("horizon {horizon} must be a whole number (>= 1) of steps of {step}"));
         }
+        if !horizons.insert(horizon.secs()) {
+            errs.push(format!("horizon {horizon} is listed twice"));
+        }
+    }
+    if refit.secs() < step.secs() {
+        errs.push(format!("refit {refit} is shorter than step {step}"));
+    }
+    let reach = rule.horizons.iter().map(Duration::secs).max().unwrap_or(0);
+    if step.secs() > 0 && (refit.secs() + reach) / step.secs() > MAX_HISTORY_POINTS {
+        errs.push(format!("refit plus the longest horizon spans more than {MAX_HISTORY_POINTS} steps of {step}"));
     }
     let min_deviation = rule.min_deviation.unwrap_or(0.0);
     if !(min_deviation >= 0.0 && min_deviation.is_finite()) {
@@ -385,6 +399,14 @@ groups:
         let groups = load("groups:\n  - name: a\n    cron: \"*/5 * * * *\"\n  - name: b\n    cron: \"0 */5 * * * *\"\n").unwrap();
         assert_eq!(groups.len(), 2);
         assert!(matches!(groups[1].schedule, Schedule::Cron(_)));
+    }
+
+    #[test]
+    fn horizons_and_refit_fit_the_step() {
+        let err = load("groups:\n  - name: g\n    rules:\n      - forecast: a\n        expr: up\n        step: 7m\n        history: 1d\n        refit: 5m\n        horizons: [1h, 14m, 14m]\n").unwrap_err().to_string();
+        assert!(err.contains("horizon 1h must be a whole number (>= 1) of steps of 7m"), "{err}");
+        assert!(err.contains("horizon 14m is listed twice"), "{err}");
+        assert!(err.contains("refit 5m is shorter than step 7m"), "{err}");
     }
 
     #[test]

@@ -89,7 +89,7 @@ impl RuleState {
                 let (known, new): (Vec<Series>, Vec<Series>) =
                     answer.into_iter().partition(|s| self.series.contains_key(&key(&s.labels)));
                 if !new.is_empty() {
-                    let wanted: Vec<Labels> = new.iter().map(|s| key(&s.labels)).collect();
+                    let wanted: std::collections::HashSet<Labels> = new.iter().map(|s| key(&s.labels)).collect();
                     let history = query(source, metrics, &rule.expr, history_start, end, step).await?;
                     fresh.extend(history.into_iter().filter(|s| wanted.contains(&key(&s.labels))));
                 }
@@ -151,20 +151,28 @@ impl RuleState {
         let reach = rule.horizons.iter().map(|h| h.secs()).max().unwrap_or(0);
         let refit = rule.refit.secs();
         let min_points = rule.model.min_points(&rule.step);
+        // A failed fit is not retried on every evaluation.
+        let retry_after = refit.min(10 * step);
         let mut tasks = tokio::task::JoinSet::new();
-        for (labels, model) in &self.series {
-            let until = pending.get(labels).and_then(|s| s.last()).map_or(end, |s| s.0);
-            if model.len() < min_points || !model.needs_fit(until, refit, reach) {
-                continue;
-            }
-            let Some((values, start)) = model.training_data() else { continue };
+        let due: Vec<(Labels, i64)> = self
+            .series
+            .iter()
+            .filter_map(|(labels, model)| {
+                let until = pending.get(labels).and_then(|s| s.last()).map_or(end, |s| s.0);
+                (model.len() >= min_points && model.needs_fit(until, refit, reach)).then(|| (labels.clone(), until))
+            })
+            .collect();
+        for (labels, until) in due {
+            // Take the permit before copying the history, so at most pool-size copies exist.
+            // The semaphore is never closed, so acquiring only waits.
+            let permit = pool.0.clone().acquire_owned().await.expect("fit pool semaphore is never closed");
+            let Some((values, start)) = self.series.get(&labels).and_then(SeriesModel::training_data) else { continue };
             let at_ts = start + (values.len() as i64 - 1) * step;
             // Long enough to score until the next refit and still reach the furthest horizon.
             let horizon = ((until - at_ts + refit + reach) / step + 2) as usize;
-            let (labels, spec, band, permits) = (labels.clone(), rule.model.clone(), rule.band, pool.0.clone());
+            let (spec, band) = (rule.model.clone(), rule.band);
             tasks.spawn(async move {
-                // The semaphore is never closed, so acquiring only waits.
-                let _permit = permits.acquire_owned().await.expect("fit pool semaphore is never closed");
+                let _permit = permit;
                 let began = Instant::now();
                 let result = tokio::task::spawn_blocking(move || models::fit(&spec, &values, start, step, band, horizon)).await;
                 (labels, at_ts, began.elapsed(), result)
@@ -180,8 +188,17 @@ impl RuleState {
                         model.set_fit(at_ts, path);
                     }
                 }
-                Ok(Err(err)) => outcome.warnings.push(format!("series {}: {err}", crate::exporter::format_labels(&labels))),
-                Err(panic) => outcome.warnings.push(format!("series {}: fit panicked: {panic}", crate::exporter::format_labels(&labels))),
+                failed => {
+                    let why = match failed {
+                        Ok(Err(err)) => err.to_string(),
+                        Err(panic) => format!("fit panicked: {panic}"),
+                        Ok(Ok(_)) => unreachable!("matched above"),
+                    };
+                    outcome.warnings.push(format!("series {}: {why}", crate::exporter::format_labels(&labels)));
+                    if let Some(model) = self.series.get_mut(&labels) {
+                        model.fit_failed(end + retry_after);
+                    }
+                }
             }
         }
     }

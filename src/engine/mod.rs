@@ -36,12 +36,19 @@ pub fn schedule_interval(schedule: &Schedule) -> f64 {
     }
 }
 
-/// Seconds between the next two runs of a cron expression, from now.
+/// The longest gap between runs of a cron expression over its next 64 runs, in seconds: the
+/// period that staleness must cover (a weekday-only schedule has a weekend gap).
 pub fn cron_period(expr: &str) -> Option<f64> {
     let cron = parse_cron(expr).ok()?;
-    let first = next_run(&cron, &Utc::now())?;
-    let second = next_run(&cron, &first)?;
-    Some((second - first).num_milliseconds() as f64 / 1000.0)
+    let mut at = next_run(&cron, &Utc::now())?;
+    let mut longest: Option<f64> = None;
+    for _ in 0..64 {
+        let Some(next) = next_run(&cron, &at) else { break };
+        let gap = (next - at).num_milliseconds() as f64 / 1000.0;
+        longest = Some(longest.map_or(gap, |l: f64| l.max(gap)));
+        at = next;
+    }
+    longest
 }
 
 #[cfg(test)]
@@ -53,6 +60,7 @@ mod tests {
         assert_eq!(cron_period("*/5 * * * *"), Some(300.0));
         assert_eq!(cron_period("*/10 * * * * *"), Some(10.0));
         assert_eq!(schedule_interval(&Schedule::Cron("0 * * * *".into())), 3600.0);
+        assert_eq!(cron_period("0 9 * * 1-5"), Some(3.0 * 86400.0), "the weekend gap");
         assert!(parse_cron("61 * * * *").is_err());
         let at = DateTime::parse_from_rfc3339("2026-01-01T00:02:30Z").unwrap().with_timezone(&Utc);
         let next = next_run(&parse_cron("*/5 * * * *").unwrap(), &at).unwrap();

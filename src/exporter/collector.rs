@@ -39,8 +39,9 @@ fn series_labels(s: &SeriesOutput) -> Labels<'_> {
     s.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
-fn rule_labels(id: &RuleId) -> Labels<'_> {
-    vec![("rule", id.rule.as_str()), ("rule_group", id.group.name.as_str())]
+/// `rule_group` is `file;group`, as Prometheus labels its `prometheus_rule_*` metrics.
+fn rule_labels(id: &RuleId) -> Vec<(&'static str, String)> {
+    vec![("rule", id.rule.clone()), ("rule_group", id.group.to_string())]
 }
 
 /// Point outputs: (name, help, value of a series).
@@ -124,7 +125,7 @@ impl Collector for SnapshotCollector {
             MetricType::Counter,
         )?;
         for (key, group) in &snapshot.groups {
-            let labels = [("rule_group", key.name.as_str())];
+            let labels = [("rule_group", key.to_string())];
             ConstCounter::new(group.missed).encode(missed.encode_family(&labels)?)?;
         }
         Ok(())

@@ -34,7 +34,8 @@ impl Metrics {
             reload_success_timestamp: Gauge::default(),
         };
         registry.register(
-            "pulsewatch_build_info",
+            // client_rust appends `_info` to info metrics.
+            "pulsewatch_build",
             "A metric with a constant 1 labelled by the version pulsewatch was built from",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION")), ("prophet", if cfg!(feature = "prophet") { "true" } else { "false" })]),
         );

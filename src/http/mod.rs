@@ -110,6 +110,7 @@ mod tests {
         assert_eq!(ctype, "text/plain; version=0.0.4; charset=utf-8");
         assert!(body.contains("# TYPE pulsewatch_query_failures_total counter"), "{body}");
         assert!(!body.contains("# EOF"));
+        assert!(body.contains("\npulsewatch_build_info{"), "{body}");
         let req = Request::get("/metrics").header("accept", "application/openmetrics-text;version=1.0.0").body(Body::empty()).unwrap();
         let (_, ctype, body) = call(router(state), req).await;
         assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");

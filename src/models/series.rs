@@ -48,12 +48,14 @@ pub struct SeriesModel {
     fitted: Option<Fitted>,
     offset: f64,
     last_point: Option<Point>,
+    /// After a failed fit, no new attempt before this timestamp.
+    retry_at: Option<i64>,
 }
 
 impl SeriesModel {
     /// An empty model for samples `step` seconds apart, keeping at most `capacity` of them.
     pub fn new(step: i64, capacity: usize) -> Self {
-        Self { step, capacity, values: VecDeque::new(), last_ts: None, fitted: None, offset: 0.0, last_point: None }
+        Self { step, capacity, values: VecDeque::new(), last_ts: None, fitted: None, offset: 0.0, last_point: None, retry_at: None }
     }
 
     /// Appends a sample to the history (not scored). Samples at or before the newest one are
@@ -100,6 +102,9 @@ impl SeriesModel {
     /// Whether a (re)fit is due before scoring samples up to `until_ts`: never fitted, fitted more
     /// than `refit_secs` ago, or its path does not reach `until_ts + reach_secs`.
     pub fn needs_fit(&self, until_ts: i64, refit_secs: i64, reach_secs: i64) -> bool {
+        if self.retry_at.is_some_and(|at| until_ts < at) {
+            return false;
+        }
         match &self.fitted {
             None => true,
             Some(f) => {
@@ -120,6 +125,12 @@ impl SeriesModel {
     pub fn set_fit(&mut self, at_ts: i64, path: Path) {
         self.fitted = Some(Fitted { at_ts, path });
         self.offset = 0.0;
+        self.retry_at = None;
+    }
+
+    /// Records a failed fit: the next attempt waits until `retry_at`.
+    pub fn fit_failed(&mut self, retry_at: i64) {
+        self.retry_at = Some(retry_at);
     }
 
     /// The prediction and band for `ts` from the fitted path, with the online correction.
@@ -142,7 +153,9 @@ impl SeriesModel {
         }
         let point = self.predict(ts).map(|(yhat, lower, upper)| {
             let score = anomaly_score(y, yhat, lower, upper, direction, min_deviation);
-            if score <= 1.0 {
+            // Learn only from in-band samples, judged without the guards: a drop that
+            // `direction: above` ignores must not drag the level down.
+            if anomaly_score(y, yhat, lower, upper, Direction::Both, 0.0) <= 1.0 {
                 self.offset += LEVEL_ALPHA * (y - yhat);
             }
             Point { ts, y, yhat, lower, upper, score }
@@ -154,9 +167,10 @@ impl SeriesModel {
         point
     }
 
-    /// The newest scored observation.
+    /// The newest observation, if it was scored: once a sample cannot be scored (the path ran
+    /// out and no refit succeeded), there is nothing current to export.
     pub fn last_point(&self) -> Option<Point> {
-        self.last_point
+        self.last_point.filter(|p| Some(p.ts) == self.last_ts)
     }
 }
 
@@ -199,6 +213,32 @@ mod tests {
         assert!(p.score > 9.0);
         assert!((m.predict(180).unwrap().0 - 10.05).abs() < 1e-12);
         assert_eq!(m.last_point().unwrap().ts, 120);
+    }
+
+    #[test]
+    fn guarded_deviations_are_not_learned() {
+        let mut m = SeriesModel::new(60, 100);
+        m.push(0, 10.0);
+        m.set_fit(0, path(10, 10.0));
+        // a drop far below the band scores 0 under `direction: above`, and must not move the level
+        let p = m.observe(60, 0.0, Direction::Above, 0.0).unwrap();
+        assert_eq!(p.score, 0.0);
+        assert_eq!(m.predict(120).unwrap().0, 10.0);
+    }
+
+    #[test]
+    fn failed_fit_waits_and_unscored_samples_are_not_exported() {
+        let mut m = SeriesModel::new(60, 100);
+        m.push(0, 1.0);
+        m.set_fit(0, path(2, 1.0));
+        assert!(m.observe(60, 1.0, Direction::Both, 0.0).is_some());
+        assert_eq!(m.last_point().unwrap().ts, 60);
+        // the path has run out: the sample is kept but nothing current can be exported
+        assert!(m.observe(180, 1.0, Direction::Both, 0.0).is_none());
+        assert!(m.last_point().is_none());
+        m.fit_failed(600);
+        assert!(!m.needs_fit(300, 3600, 0), "no retry before 600");
+        assert!(m.needs_fit(600, 3600, 0));
     }
 
     #[test]

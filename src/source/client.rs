@@ -221,6 +221,8 @@ fn decode(body: &[u8]) -> Result<Vec<Series>, Error> {
                 .filter_map(|(ts, v)| v.parse::<f64>().ok().filter(|v| v.is_finite()).map(|v| (ts.round() as i64, v)))
                 .collect(),
         })
+        // A series whose samples were all NaN (e.g. 0/0) has nothing to model.
+        .filter(|s| !s.samples.is_empty())
         .collect())
 }
 
@@ -251,6 +253,7 @@ mod tests {
         assert!(Error::Status { code: 503, body: String::new() }.is_retryable());
         assert!(!Error::Status { code: 400, body: String::new() }.is_retryable());
         assert!(!Error::Status { code: 422, body: String::new() }.is_retryable());
+        assert!(Error::Status { code: 429, body: String::new() }.is_retryable());
         assert!(Error::Transport("refused".into()).is_retryable());
         assert!(!Error::Decode("x".into()).is_retryable());
     }

@@ -26,11 +26,12 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether trying again may help: timeouts, transport errors and 5xx, never 4xx.
+    /// Whether trying again may help: timeouts, transport errors, 5xx and 429 (rate limited, as
+    /// Mimir and Cortex answer); never other 4xx.
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Timeout(_) | Error::Transport(_) => true,
-            Error::Status { code, .. } => *code >= 500,
+            Error::Status { code, .. } => *code >= 500 || *code == 429,
             Error::Decode(_) | Error::Config(_) => false,
         }
     }
