@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use crate::harness::*;
 
-/// `art_daily_jumpsup`: the jump to ~150 starts within the labelled window
-/// (2014-04-10 16:15 – 2014-04-12 01:45, rows 2787–3189).
-const JUMP_CUTS: [usize; 6] = [2990, 2991, 2992, 2993, 2994, 2995];
+/// `art_daily_jumpsup`: the level jumps from ~70 to ~125 at row 2988 (2014-04-11 09:00), inside
+/// the labelled window (2014-04-10 16:15 – 2014-04-12 01:45, rows 2787–3189). Each cut is one
+/// series whose newest sample is that row (or the one before, depending on the 5m grid phase).
+const JUMP_CUTS: [usize; 8] = [2988, 2989, 2990, 2991, 2992, 2993, 2994, 2995];
 
 fn cut(dataset: &str, values: &[f64], at: usize, extra: &[(&str, &str)]) -> Backfill {
     let mut labels = vec![("dataset".to_string(), dataset.to_string()), ("cut".to_string(), at.to_string())];
@@ -34,7 +35,7 @@ fn scores_nab_series_against_real_prometheus() {
     let jumps = nab_values("artificialWithAnomaly/art_daily_jumpsup.csv");
     let noise = nab_values("artificialNoAnomaly/art_daily_small_noise.csv");
     let mut series: Vec<Backfill> = JUMP_CUTS.iter().map(|&at| cut("jumpsup", &jumps, at, &[])).collect();
-    let noise_cuts: Vec<usize> = (0..20).map(|i| 3000 + i * 50).collect();
+    let noise_cuts: Vec<usize> = (0..40).map(|i| 3000 + i * 25).collect();
     series.extend(noise_cuts.iter().map(|&at| cut("small_noise", &noise, at, &[("rule", "input")])));
     let prom = Prometheus::start(&series, unix_now());
 
@@ -42,11 +43,11 @@ fn scores_nab_series_against_real_prometheus() {
     std::fs::create_dir(dir.path().join("rules")).unwrap();
     std::fs::write(dir.path().join("rules/nab.yaml"), rules("3s", &[("jumpsup", "jumpsup"), ("small_noise", "small_noise")])).unwrap();
     let pw = Pulsewatch::start(dir.path(), &config(&prom, ""), &[]);
-    let samples = pw.wait_metrics(Duration::from_secs(240), "scores of all 26 series", |s| find(s, "pulsewatch_anomaly_score", &[]).len() == 26);
+    let samples = pw.wait_metrics(Duration::from_secs(240), "scores of all 48 series", |s| find(s, "pulsewatch_anomaly_score", &[]).len() == 48);
 
     // labels: input labels kept, __name__ dropped, ours added, collisions renamed
     let noise_scores = find(&samples, "pulsewatch_anomaly_score", &[("rule", "small_noise")]);
-    assert_eq!(noise_scores.len(), 20);
+    assert_eq!(noise_scores.len(), 40);
     for s in &noise_scores {
         let keys: Vec<&str> = s.labels.keys().map(String::as_str).collect();
         assert_eq!(keys, vec!["cut", "dataset", "exported_rule", "rule", "team"], "{s:?}");
@@ -54,10 +55,10 @@ fn scores_nab_series_against_real_prometheus() {
         assert_eq!(s.labels["team"], "test");
     }
     for name in ["pulsewatch_y", "pulsewatch_yhat", "pulsewatch_yhat_lower", "pulsewatch_yhat_upper"] {
-        assert_eq!(find(&samples, name, &[]).len(), 26, "{name}");
+        assert_eq!(find(&samples, name, &[]).len(), 48, "{name}");
     }
     let forecasts = find(&samples, "pulsewatch_forecast", &[("horizon", "1h")]);
-    assert_eq!(forecasts.len(), 26);
+    assert_eq!(forecasts.len(), 48);
     // band is ordered around the prediction
     for s in find(&samples, "pulsewatch_yhat", &[]) {
         let labels: Vec<(&str, &str)> = s.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -68,16 +69,18 @@ fn scores_nab_series_against_real_prometheus() {
 
     // the jump scores above 1 inside its labelled window
     let jump_scores: Vec<f64> = find(&samples, "pulsewatch_anomaly_score", &[("rule", "jumpsup")]).iter().map(|s| s.value).collect();
+    eprintln!("jumpsup scores after the jump: {jump_scores:?}");
     assert!(jump_scores.iter().filter(|&&v| v > 1.0).count() >= 3, "jump scores {jump_scores:?}");
-    // a clean series stays below 1 for most points
+    // a clean series stays below 1 for most points (at band 0.95, ~95% if the band is calibrated)
     let calm = noise_scores.iter().filter(|s| s.value < 1.0).count();
     let values: Vec<f64> = noise_scores.iter().map(|s| s.value).collect();
-    assert!(calm >= 18, "only {calm}/20 below 1: {values:?}");
+    eprintln!("small_noise scores: {values:?}");
+    assert!(calm >= 34, "only {calm}/40 below 1: {values:?}");
 
     // self-monitoring
     let fits: f64 = find(&samples, "pulsewatch_model_fits_total", &[]).iter().map(|s| s.value).sum();
-    assert!(fits >= 26.0, "fits {fits}");
-    assert_eq!(find(&samples, "pulsewatch_rule_series", &[("rule", "jumpsup")])[0].value, 6.0);
+    assert!(fits >= 48.0, "fits {fits}");
+    assert_eq!(find(&samples, "pulsewatch_rule_series", &[("rule", "jumpsup")])[0].value, 8.0);
 
     // promtool accepts the exposition
     let body = pw.metrics();
@@ -99,7 +102,7 @@ fn scores_nab_series_against_real_prometheus() {
     let rules = &api["data"]["groups"][0]["rules"];
     assert_eq!(rules[0]["name"], "jumpsup");
     assert_eq!(rules[0]["health"], "ok");
-    assert_eq!(rules[1]["series"], 20);
+    assert_eq!(rules[1]["series"], 40);
 }
 
 #[test]
