@@ -41,7 +41,14 @@ impl SeriesOutput {
                 continue;
             }
             let ours = OWN_LABELS.contains(&name.as_str()) || rule.labels.contains_key(name);
-            let name = if ours { format!("exported_{name}") } else { name.clone() };
+            let mut name = name.clone();
+            if ours {
+                // Prefix until the name is free, as Prometheus does (`exported_exported_rule`).
+                name = format!("exported_{name}");
+                while input.contains_key(&name) || labels.contains_key(&name) {
+                    name = format!("exported_{name}");
+                }
+            }
             labels.insert(name, value.clone());
         }
         labels.extend(rule.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -250,6 +257,15 @@ mod tests {
         let out = SeriesOutput::new(&input, &rule(&[("team", "infra")]), point, vec![]);
         let got: Vec<(&str, &str)> = out.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(got, vec![("exported_rule", "x"), ("exported_team", "a"), ("job", "j"), ("rule", "r"), ("team", "infra")]);
+    }
+
+    #[test]
+    fn renamed_labels_never_overwrite() {
+        let input: Labels = [("rule", "a"), ("exported_rule", "b")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let point = Point { ts: 0, y: 0.0, yhat: 0.0, lower: 0.0, upper: 0.0, score: 0.0 };
+        let out = SeriesOutput::new(&input, &rule(&[]), point, vec![]);
+        let got: Vec<(&str, &str)> = out.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(got, vec![("exported_exported_rule", "a"), ("exported_rule", "b"), ("rule", "r")]);
     }
 
     #[test]

@@ -167,3 +167,39 @@ fn broken_reload_keeps_old_rules_and_unchanged_rules_keep_models() {
     assert!(pw.is_running());
     assert_eq!(pw.signal("INT").map(|s| s.success()), Some(true));
 }
+
+/// A "Prometheus" that answers every request with 200 and an HTML page.
+fn garbage_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut stream, &mut buf);
+            let body = "<html>maintenance</html>";
+            let _ = std::io::Write::write_all(&mut stream, format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).as_bytes());
+        }
+    });
+    port
+}
+
+#[test]
+fn garbage_answers_fail_the_rule_not_the_process() {
+    let port = garbage_server();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::write(dir.path().join("rules/nab.yaml"), rules("1s", &[("noise", "small_noise")])).unwrap();
+    let config = format!("global: {{ step: 5m, history: 10d }}\nsource: {{ url: 'http://127.0.0.1:{port}', timeout: 2s, retries: 0 }}\nrule_files: ['rules/*.yaml']\n");
+    let mut pw = Pulsewatch::start(dir.path(), &config, &[]);
+    let samples = pw.wait_metrics(Duration::from_secs(30), "failed evaluations", |s| {
+        find(s, "pulsewatch_rule_evaluation_failures_total", &[("rule", "noise")]).first().is_some_and(|s| s.value >= 2.0)
+    });
+    assert!(find(&samples, "pulsewatch_anomaly_score", &[]).is_empty());
+    assert!(pw.is_running());
+    let (_, api) = get(&format!("{}/api/v1/rules", pw.url())).unwrap();
+    let api: serde_json::Value = serde_json::from_str(&api).unwrap();
+    let rule = &api["data"]["groups"][0]["rules"][0];
+    assert_eq!(rule["health"], "err");
+    assert!(rule["lastError"].as_str().unwrap().starts_with("query: decoding the answer"), "{rule}");
+}
