@@ -37,21 +37,16 @@ pub(super) fn rules(files: &[PathBuf]) -> u8 {
     if ok { EXIT_OK } else { EXIT_FAILURE }
 }
 
-/// Checks a config file and its rule files; returns the exit code.
+/// Checks a config file (its source settings included) and every rule file it names;
+/// returns the exit code.
 pub(super) fn config(file: &Path) -> u8 {
-    let loaded = config::load_config(file).and_then(|c| match crate::source::PromClient::new(&c.source) {
-        Ok(_) => Ok(c),
-        Err(err) => Err(config::Problems::one(config::Problem::file(file, err.to_string()))),
+    let loaded = config::load_config(file).and_then(|c| {
+        crate::source::PromClient::new(&c.source).map_err(|err| Problems::one(config::Problem::file(file, err.to_string())))?;
+        let files = config::expand_rule_files(file, &c.rule_files)?;
+        Ok((c, files))
     });
-    let ok = report(file, loaded.as_ref().map(|c| c.rule_files.len()).map_err(Clone::clone), "rule file patterns");
-    let Ok(config) = loaded else { return EXIT_FAILURE };
-    let files = match config::expand_rule_files(file, &config.rule_files) {
-        Ok(files) => files,
-        Err(problems) => {
-            report(file, Err(problems), "");
-            return EXIT_FAILURE;
-        }
-    };
+    let ok = report(file, loaded.as_ref().map(|(_, files)| files.len()).map_err(Clone::clone), "rule files");
+    let Ok((config, files)) = loaded else { return EXIT_FAILURE };
     let mut all_ok = ok;
     for rule_file in &files {
         let result = config::rules::load_file(rule_file, &config.global).map(|g| count_rules(&g));

@@ -52,8 +52,19 @@ fn check_config_follows_rule_files() {
     let out = pulsewatch(&["check", "config", "tests/fixtures/config/good.yaml"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("Checking tests/fixtures/config/good.yaml\n  SUCCESS: 1 rule file patterns found"), "{stdout}");
+    assert!(stdout.contains("Checking tests/fixtures/config/good.yaml\n  SUCCESS: 1 rule files found"), "{stdout}");
     assert!(stdout.contains("node.good.yaml\n  SUCCESS: 2 rules found"), "{stdout}");
+}
+
+#[test]
+fn check_config_reports_source_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.yml");
+    std::fs::write(&config, "source: { url: 'http://x', bearer_token: { file: /nonexistent/token } }\n").unwrap();
+    let out = pulsewatch(&["check", "config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("c.yml: source config: bearer_token: reading secret file /nonexistent/token"), "{stderr}");
 }
 
 #[test]
