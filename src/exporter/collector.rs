@@ -107,7 +107,7 @@ impl Collector for SnapshotCollector {
             }
         }
         for (name, help, kind, unit, value) in status_families() {
-            let mut family = encoder.encode_descriptor(name, help, unit.as_ref(), kind.clone())?;
+            let mut family = encoder.encode_descriptor(name, help, unit.as_ref(), kind)?;
             for (id, entry) in &snapshot.rules {
                 let Some(v) = value(entry) else { continue };
                 let labels = rule_labels(id);

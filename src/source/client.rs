@@ -263,11 +263,14 @@ mod tests {
     use std::collections::{HashMap, VecDeque};
     use std::sync::{Arc, Mutex};
 
+    /// Headers and form of one request the stub received.
+    type Seen = (HeaderMap, HashMap<String, String>);
+
     /// A stub Prometheus: answers from a script of statuses (then 200), records every request.
     #[derive(Clone, Default)]
     struct Stub {
         script: Arc<Mutex<VecDeque<(u16, &'static str)>>>,
-        seen: Arc<Mutex<Vec<(HeaderMap, HashMap<String, String>)>>>,
+        seen: Arc<Mutex<Vec<Seen>>>,
         delay: Arc<Mutex<std::time::Duration>>,
     }
 
