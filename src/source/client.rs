@@ -179,25 +179,29 @@ pub fn backoff_delay(attempt: u32, rng: &mut impl Rng) -> Duration {
 }
 
 #[derive(Deserialize)]
-struct Answer {
+struct Answer<'a> {
     status: String,
-    #[serde(default)]
-    data: Option<Data>,
+    #[serde(default, borrow)]
+    data: Option<Data<'a>>,
     #[serde(default)]
     error: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Data {
+struct Data<'a> {
     result_type: String,
-    result: Vec<MatrixSeries>,
+    #[serde(borrow)]
+    result: Vec<MatrixSeries<'a>>,
 }
 
+/// Sample values are borrowed from the answer (numbers never need unescaping), so a large
+/// answer is not copied into one `String` per sample before it is parsed.
 #[derive(Deserialize)]
-struct MatrixSeries {
+struct MatrixSeries<'a> {
     metric: Labels,
-    values: Vec<(f64, String)>,
+    #[serde(borrow)]
+    values: Vec<(f64, &'a str)>,
 }
 
 /// Decodes a `query_range` answer, dropping samples that are not finite numbers.
