@@ -52,5 +52,13 @@ pub(super) fn config(file: &Path) -> u8 {
         let result = config::rules::load_file(rule_file, &config.global).map(|g| count_rules(&g));
         all_ok &= report(rule_file, result, "rules");
     }
+    // Checks that span files (rule names unique across them), as the daemon does.
+    if all_ok {
+        if let Err(problems) = config::load_rule_files(&files, &config.global) {
+            eprintln!("  FAILED:");
+            problems.iter().for_each(|p| eprintln!("{p}"));
+            all_ok = false;
+        }
+    }
     if all_ok { EXIT_OK } else { EXIT_FAILURE }
 }

@@ -151,7 +151,7 @@ impl RuleState {
         let reach = rule.horizons.iter().map(|h| h.secs()).max().unwrap_or(0);
         let refit = rule.refit.secs();
         let min_points = rule.model.min_points(&rule.step);
-        // A failed fit is not retried on every evaluation.
+        // After a failed fit, wait this long (in sample time) before trying again.
         let retry_after = refit.min(10 * step);
         let mut tasks = tokio::task::JoinSet::new();
         let due: Vec<(Labels, i64)> = self
@@ -196,7 +196,7 @@ impl RuleState {
                     };
                     outcome.warnings.push(format!("series {}: {why}", crate::exporter::format_labels(&labels)));
                     if let Some(model) = self.series.get_mut(&labels) {
-                        model.fit_failed(end + retry_after);
+                        model.fit_failed(at_ts + retry_after);
                     }
                 }
             }

@@ -36,13 +36,18 @@ pub fn schedule_interval(schedule: &Schedule) -> f64 {
     }
 }
 
-/// The longest gap between runs of a cron expression over its next 64 runs, in seconds: the
-/// period that staleness must cover (a weekday-only schedule has a weekend gap).
+/// The longest gap between runs of a cron expression over the next eight days (at most 20,000
+/// runs), in seconds: the period that staleness must cover (a weekday-only or office-hours
+/// schedule has night and weekend gaps, whenever it is loaded).
 pub fn cron_period(expr: &str) -> Option<f64> {
     let cron = parse_cron(expr).ok()?;
     let mut at = next_run(&cron, &Utc::now())?;
+    let horizon = at + chrono::Duration::days(8);
     let mut longest: Option<f64> = None;
-    for _ in 0..64 {
+    for _ in 0..20_000 {
+        if at > horizon {
+            break;
+        }
         let Some(next) = next_run(&cron, &at) else { break };
         let gap = (next - at).num_milliseconds() as f64 / 1000.0;
         longest = Some(longest.map_or(gap, |l: f64| l.max(gap)));
@@ -61,6 +66,9 @@ mod tests {
         assert_eq!(cron_period("*/10 * * * * *"), Some(10.0));
         assert_eq!(schedule_interval(&Schedule::Cron("0 * * * *".into())), 3600.0);
         assert_eq!(cron_period("0 9 * * 1-5"), Some(3.0 * 86400.0), "the weekend gap");
+        // frequent runs in office hours: the gap is the weekend, not five minutes
+        let gap = cron_period("*/5 9-17 * * 1-5").unwrap();
+        assert!(gap > 2.0 * 86400.0, "{gap}");
         assert!(parse_cron("61 * * * *").is_err());
         let at = DateTime::parse_from_rfc3339("2026-01-01T00:02:30Z").unwrap().with_timezone(&Utc);
         let next = next_run(&parse_cron("*/5 * * * *").unwrap(), &at).unwrap();

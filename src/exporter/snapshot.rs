@@ -45,7 +45,7 @@ impl SeriesOutput {
             if ours {
                 // Prefix until the name is free, as Prometheus does (`exported_exported_rule`).
                 name = format!("exported_{name}");
-                while input.contains_key(&name) || labels.contains_key(&name) {
+                while input.contains_key(&name) || labels.contains_key(&name) || rule.labels.contains_key(&name) {
                     name = format!("exported_{name}");
                 }
             }
@@ -266,6 +266,11 @@ mod tests {
         let out = SeriesOutput::new(&input, &rule(&[]), point, vec![]);
         let got: Vec<(&str, &str)> = out.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(got, vec![("exported_exported_rule", "a"), ("exported_rule", "b"), ("rule", "r")]);
+        // a static label may take the renamed name too
+        let input: Labels = [("rule".to_string(), "a".to_string())].into();
+        let out = SeriesOutput::new(&input, &rule(&[("exported_rule", "x")]), point, vec![]);
+        let got: Vec<(&str, &str)> = out.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(got, vec![("exported_exported_rule", "a"), ("exported_rule", "x"), ("rule", "r")]);
     }
 
     #[test]

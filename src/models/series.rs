@@ -155,7 +155,9 @@ impl SeriesModel {
             let score = anomaly_score(y, yhat, lower, upper, direction, min_deviation);
             // Learn only from in-band samples, judged without the guards: a drop that
             // `direction: above` ignores must not drag the level down.
-            if anomaly_score(y, yhat, lower, upper, Direction::Both, 0.0) <= 1.0 {
+            // Deviations below `min_deviation` are learned too: a flat history has a zero-width
+            // band, and its slow drift must not grow until it scores.
+            if anomaly_score(y, yhat, lower, upper, Direction::Both, 0.0) <= 1.0 || (y - yhat).abs() < min_deviation {
                 self.offset += LEVEL_ALPHA * (y - yhat);
             }
             Point { ts, y, yhat, lower, upper, score }
@@ -224,6 +226,16 @@ mod tests {
         let p = m.observe(60, 0.0, Direction::Above, 0.0).unwrap();
         assert_eq!(p.score, 0.0);
         assert_eq!(m.predict(120).unwrap().0, 10.0);
+    }
+
+    #[test]
+    fn flat_series_learns_drift_below_min_deviation() {
+        let mut m = SeriesModel::new(60, 100);
+        m.push(0, 5.0);
+        m.set_fit(0, Path { point: vec![5.0; 10], lower: vec![5.0; 10], upper: vec![5.0; 10] });
+        let p = m.observe(60, 5.1, Direction::Both, 0.5).unwrap();
+        assert_eq!(p.score, 0.0);
+        assert!((m.predict(120).unwrap().0 - 5.01).abs() < 1e-12, "the level moved toward 5.1");
     }
 
     #[test]

@@ -68,6 +68,19 @@ fn check_config_reports_source_problems() {
 }
 
 #[test]
+fn check_config_rejects_a_rule_name_used_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.yml");
+    std::fs::write(&config, "source: { url: 'http://x' }\nrule_files: ['*.yaml']\n").unwrap();
+    for name in ["a", "b"] {
+        std::fs::write(dir.path().join(format!("{name}.yaml")), format!("groups:\n  - name: {name}\n    rules:\n      - forecast: cpu\n        expr: up\n")).unwrap();
+    }
+    let out = pulsewatch(&["check", "config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("rule name \"cpu\" is already used in group \"a\""), "{}", text(&out.stderr));
+}
+
+#[test]
 fn examples_are_valid() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let mut checked = 0;

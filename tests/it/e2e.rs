@@ -69,12 +69,10 @@ fn scores_nab_series_against_real_prometheus() {
 
     // the jump scores above 1 inside its labelled window
     let jump_scores: Vec<f64> = find(&samples, "pulsewatch_anomaly_score", &[("rule", "jumpsup")]).iter().map(|s| s.value).collect();
-    eprintln!("jumpsup scores after the jump: {jump_scores:?}");
     assert!(jump_scores.iter().filter(|&&v| v > 1.0).count() >= 3, "jump scores {jump_scores:?}");
     // a clean series stays below 1 for most points (at band 0.95, ~95% if the band is calibrated)
     let calm = noise_scores.iter().filter(|s| s.value < 1.0).count();
     let values: Vec<f64> = noise_scores.iter().map(|s| s.value).collect();
-    eprintln!("small_noise scores: {values:?}");
     assert!(calm >= 34, "only {calm}/40 below 1: {values:?}");
 
     // self-monitoring
