@@ -94,11 +94,6 @@ impl SeriesModel {
         self.values.is_empty()
     }
 
-    /// Whether the model is fitted.
-    pub fn is_fitted(&self) -> bool {
-        self.fitted.is_some()
-    }
-
     /// Whether a (re)fit is due before scoring samples up to `until_ts`: never fitted, fitted more
     /// than `refit_secs` ago, or its path does not reach `until_ts + reach_secs`.
     pub fn needs_fit(&self, until_ts: i64, refit_secs: i64, reach_secs: i64) -> bool {
