@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The pulsewatch demo, all on 127.0.0.1: Prometheus (:9090) with NAB history backfilled to end
-# now and then replayed live (:9101), node_exporter (:9100), and pulsewatch (:9464) with examples/pulsewatch.yml.
-# Ctrl-C stops everything.
+# now and then replayed live (:9101), node_exporter (:9100), pulsewatch (:9464) with
+# examples/pulsewatch.yml, and Alertmanager (:9093) routing rules/pulsewatch.rules.yml's alerts
+# as deploy/alertmanager/alertmanager.yml does, but with every receiver replaced by a local
+# webhook (:9095) that logs the notifications. Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -25,6 +27,16 @@ python3 scripts/nab_to_openmetrics.py --end "$end" --labels 'instance="127.0.0.1
 promtool tsdb create-blocks-from openmetrics --max-block-duration=168h "$work/backfill.om" "$work/data" >/dev/null
 
 python3 scripts/nab_replay.py --port 9101 --start "$end" "${series[@]}" >"$work/replay.log" 2>&1 & pids+=($!)
+# The shipped routes and inhibitions, with receivers that stay on this machine.
+{
+  sed -n '/^route:/,/^receivers:/p' deploy/alertmanager/alertmanager.yml
+  for receiver in email slack pagerduty webhook; do
+    printf '  - name: %s\n    webhook_configs: [{ url: "http://127.0.0.1:9095/", send_resolved: true }]\n' "$receiver"
+  done
+} > "$work/alertmanager.yml"
+python3 scripts/webhook_log.py --port 9095 >"$work/notifications.log" 2>&1 & pids+=($!)
+prometheus-alertmanager --config.file="$work/alertmanager.yml" --storage.path="$work/alertmanager" \
+  --web.listen-address=127.0.0.1:9093 --cluster.listen-address= >"$work/alertmanager.log" 2>&1 & pids+=($!)
 prometheus-node-exporter --web.listen-address=127.0.0.1:9100 --no-collector.systemd >"$work/node.log" 2>&1 & pids+=($!)
 prometheus --config.file="$repo/deploy/prometheus/prometheus.yml" --storage.tsdb.path="$work/data" \
   --storage.tsdb.retention.time=60d --web.listen-address=127.0.0.1:9090 >"$work/prometheus.log" 2>&1 & pids+=($!)
@@ -36,7 +48,12 @@ pulsewatch demo running (logs in $work):
   pulsewatch metrics  http://127.0.0.1:9464/metrics
   pulsewatch rules    http://127.0.0.1:9464/api/v1/rules
   Prometheus          http://127.0.0.1:9090/graph?g0.expr=pulsewatch_anomaly_score
+  Prometheus alerts   http://127.0.0.1:9090/alerts
+  Alertmanager        http://127.0.0.1:9093
+  notifications       tail -f $work/notifications.log
 Scores appear within a minute for the NAB rules (jumpsup starts just after its jump, so it
-scores above 1); node_exporter rules start after a few minutes of live data. Ctrl-C stops it.
+scores above 1, and PulsewatchAnomaly fires after its 10m hold and reaches the log through the
+webhook and slack routes); node_exporter rules start after a few minutes of live data.
+Ctrl-C stops it.
 TXT
 wait

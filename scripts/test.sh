@@ -8,6 +8,15 @@ bash scripts/install-prometheus.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pulsewatch/target}"
 cargo test --all-targets --locked
 cargo test --doc --locked
-# The shipped alerting rules and the demo's Prometheus config must load.
+# The shipped alerting rules load and pass their unit tests; the demo's Prometheus config loads.
 promtool check rules rules/*.yml
+promtool test rules rules/tests/*.yml
 promtool check config --syntax-only deploy/prometheus/prometheus.yml
+# The Alertmanager example loads and routes each severity where its comments say.
+am=deploy/alertmanager/alertmanager.yml
+amtool check-config "$am"
+route() { amtool config routes test --config.file="$am" --verify.receivers="$1" "${@:2}" 2>/dev/null; }
+route webhook,pagerduty,slack category=anomaly severity=critical
+route webhook,slack category=capacity severity=warning
+route webhook,email category=health severity=info
+route email alertname=SomethingElse severity=critical

@@ -128,6 +128,42 @@ impl Collector for SnapshotCollector {
             let labels = [("rule_group", key.to_string())];
             ConstCounter::new(group.missed).encode(missed.encode_family(&labels)?)?;
         }
+        drop(missed);
+        // Lets alerting rules say "no evaluation for 3 intervals" whatever each group's interval.
+        let mut interval = encoder.encode_descriptor(
+            "pulsewatch_rule_group_interval_seconds",
+            "The group's evaluation interval (for a cron group, the longest gap between its runs)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (key, group) in &snapshot.groups {
+            let labels = [("rule_group", key.to_string())];
+            ConstGauge::new(group.interval).encode(interval.encode_family(&labels)?)?;
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use prometheus_client::registry::Registry;
+
+    use super::*;
+    use crate::config::{GroupKey, RuleGroup, Schedule};
+
+    #[test]
+    fn groups_export_interval_and_missed_runs() {
+        let exporter = Exporter::default();
+        let key = GroupKey { file: "a.yaml".into(), name: "g".into() };
+        let group = RuleGroup { key: key.clone(), schedule: Schedule::Interval(Duration::from_secs(90)), rules: vec![] };
+        exporter.set_group(&group, 90.0, &[]);
+        exporter.count_missed(&key, 2);
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(SnapshotCollector::new(exporter)));
+        let text = crate::exporter::encode(&registry, crate::exporter::Format::Text).unwrap();
+        assert!(text.contains("pulsewatch_rule_group_interval_seconds{rule_group=\"a.yaml;g\"} 90"), "{text}");
+        assert!(text.contains("pulsewatch_group_iterations_missed_total{rule_group=\"a.yaml;g\"} 2"), "{text}");
     }
 }

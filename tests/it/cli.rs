@@ -93,6 +93,9 @@ fn examples_are_valid() {
         }
     }
     assert!(checked > 0, "no example configs found");
+    let node = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/pulsewatch/node.yaml");
+    let out = pulsewatch(&["check", "rules", node.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
 
 #[test]
