@@ -146,12 +146,10 @@ impl Collector for SnapshotCollector {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use prometheus_client::registry::Registry;
 
     use super::*;
-    use crate::config::{GroupKey, RuleGroup, Schedule};
+    use crate::config::{Duration, GroupKey, RuleGroup, Schedule};
 
     #[test]
     fn groups_export_interval_and_missed_runs() {
