@@ -12,13 +12,18 @@
 //! - [`exporter`]: the atomically swapped snapshot `/metrics` encodes, and self-monitoring.
 //! - [`http`]: the HTTP endpoints, TLS and basic auth.
 //! - [`watch`]: debounced directory watches that trigger reloads.
-//! - [`cli`]: the command line (`run`, `check`).
+//! - [`backtest`]: replaying recorded data through a rule on a simulated clock, and scoring it.
+//! - [`nab`]: the Numenta Anomaly Benchmark's scoring.
+//! - [`cli`]: the command line (`run`, `check`, `backtest`).
 
+pub mod backtest;
 pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod exporter;
 pub mod http;
 pub mod models;
+/// NAB (Numenta Anomaly Benchmark) scoring of anomaly scores against labelled windows.
+pub mod nab;
 pub mod source;
 pub mod watch;

@@ -1,5 +1,6 @@
 //! The command line: run the sidecar (the default), or check config and rule files.
 
+mod backtest;
 mod check;
 mod run;
 
@@ -48,6 +49,9 @@ pub enum Command {
     /// Validate files, as `promtool check` does.
     #[command(subcommand)]
     Check(CheckCommand),
+    /// Replay recorded data (CSV, a NAB dataset, or a Prometheus range) through a rule on a
+    /// simulated clock, and score it: NAB, window precision/recall/F1, forecast accuracy.
+    Backtest(backtest::BacktestArgs),
 }
 
 /// What to check.
@@ -93,6 +97,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match &cli.command {
         Some(Command::Check(CheckCommand::Config { file })) => Ok(check::config(file)),
         Some(Command::Check(CheckCommand::Rules { files })) => Ok(check::rules(files)),
+        Some(Command::Backtest(args)) => {
+            init_logging(LogLevel::Warn, cli.log_format);
+            backtest::backtest(args)
+        }
         None => {
             init_logging(cli.log_level, cli.log_format);
             let runtime = tokio::runtime::Runtime::new()?;

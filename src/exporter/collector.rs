@@ -128,7 +128,6 @@ impl Collector for SnapshotCollector {
             let labels = [("rule_group", key.to_string())];
             ConstCounter::new(group.missed).encode(missed.encode_family(&labels)?)?;
         }
-        drop(missed);
         // Lets alerting rules say "no evaluation for 3 intervals" whatever each group's interval.
         let mut interval = encoder.encode_descriptor(
             "pulsewatch_rule_group_interval_seconds",

@@ -55,6 +55,15 @@ impl Path {
         self
     }
 
+    /// Widens the band to at least `half_width` on each side.
+    fn at_least(mut self, half_width: f64) -> Self {
+        for ((p, l), u) in self.point.iter().zip(&mut self.lower).zip(&mut self.upper) {
+            *l = l.min(p - half_width);
+            *u = u.max(p + half_width);
+        }
+        self
+    }
+
     /// A path with a constant-width band of `half_width` around `point`.
     fn symmetric(point: Vec<f64>, half_width: impl Fn(usize) -> f64) -> Self {
         let lower = point.iter().enumerate().map(|(k, p)| p - half_width(k)).collect();
@@ -106,6 +115,7 @@ pub fn fit(
         ModelSpec::SeasonalNaive { .. } => seasonal_naive(y, periods[0], level, horizon),
         ModelSpec::Prophet {} => prophet(y, start_ts, step_secs, level, horizon)?,
     };
+    let path = path.at_least(resolution(y));
     if path.len() != horizon || !path.is_finite() {
         return Err(Error::Fit { model, reason: "the forecast has missing or non-finite values".into() });
     }
@@ -118,6 +128,17 @@ fn augurs_path<P: Predict>(model: &'static str, fitted: &P, y: &[f64], level: f6
     let in_sample = fitted.predict_in_sample(None).map_err(|e| lib(&e))?;
     let path = Path::from_forecast(model, fitted.predict(horizon, level).map_err(|e| lib(&e))?)?;
     Ok(path.widen_to_residuals(y, &in_sample.point, level))
+}
+
+/// Smallest half-width of a band, relative to the series' mean absolute value.
+const RELATIVE_RESOLUTION: f64 = 1e-3;
+
+/// The smallest deviation worth a score: a series that a model fits exactly (a flat line, a
+/// clean wave) has a zero-width band, and float noise in the fit would otherwise score in the
+/// millions. 0.1% of the series' typical magnitude is below what any dashboard shows.
+fn resolution(y: &[f64]) -> f64 {
+    let scale = y.iter().map(|v| v.abs()).sum::<f64>() / y.len().max(1) as f64;
+    if scale > 0.0 { RELATIVE_RESOLUTION * scale } else { f64::MIN_POSITIVE }
 }
 
 /// Two-sided standard-normal quantile for a central interval at `level`.

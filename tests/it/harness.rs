@@ -1,7 +1,7 @@
 //! Test harness: a real Prometheus backfilled with NAB data, and the pulsewatch binary.
 //!
-//! Prometheus and promtool come from `PROMETHEUS_BIN`/`PROMTOOL_BIN` or `PATH` (Debian's
-//! `prometheus` package). A missing binary fails the test with the command that installs it.
+//! Prometheus, promtool and Alertmanager come from `PROMETHEUS_BIN`/`PROMTOOL_BIN`/
+//! `ALERTMANAGER_BIN` or `PATH` (Debian's `prometheus` and `prometheus-alertmanager` packages). A missing binary fails the test with the command that installs it.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub(crate) const INSTALL_HINT: &str = "install it with: apt-get update && apt-get install -y --no-install-recommends prometheus";
+pub(crate) const INSTALL_HINT: &str =
+    "install it with: apt-get update && apt-get install -y --no-install-recommends prometheus prometheus-alertmanager";
 
 pub(crate) fn binary(env: &str, name: &str) -> PathBuf {
     if let Ok(path) = std::env::var(env) {
@@ -59,6 +60,12 @@ pub(crate) struct Prometheus {
 impl Prometheus {
     /// Backfills `series` (as metric `nab_value`) ending at `end`, then starts Prometheus.
     pub(crate) fn start(series: &[Backfill], end: i64) -> Self {
+        Self::start_with(series, end, 300, free_port(), "global: { scrape_interval: 15s }\n")
+    }
+
+    /// Like [`Prometheus::start`], with samples `spacing` seconds apart, on `port`, with
+    /// `config` as prometheus.yml (paths in it are relative to [`Prometheus::dir`]).
+    pub(crate) fn start_with(series: &[Backfill], end: i64, spacing: i64, port: u16, config: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let om = dir.path().join("backfill.om");
@@ -68,7 +75,7 @@ impl Prometheus {
             let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
             let n = s.values.len() as i64;
             for (i, v) in s.values.iter().enumerate() {
-                writeln!(f, "nab_value{{{}}} {v} {}", labels.join(","), end - (n - 1 - i as i64) * 300).unwrap();
+                writeln!(f, "nab_value{{{}}} {v} {}", labels.join(","), end - (n - 1 - i as i64) * spacing).unwrap();
             }
         }
         writeln!(f, "# EOF").unwrap();
@@ -81,8 +88,8 @@ impl Prometheus {
             .status()
             .expect("running promtool");
         assert!(status.success(), "promtool backfill failed");
-        std::fs::write(dir.path().join("prometheus.yml"), "global: { scrape_interval: 15s }\n").unwrap();
-        let mut prom = Self { port: free_port(), dir, child: None };
+        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        let mut prom = Self { port, dir, child: None };
         prom.spawn();
         prom
     }
@@ -151,6 +158,46 @@ pub(crate) fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Opti
     })
 }
 
+/// A real Alertmanager (Debian's `prometheus-alertmanager`) on loopback.
+pub(crate) struct Alertmanager {
+    pub(crate) port: u16,
+    _dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Alertmanager {
+    /// Starts Alertmanager on `port` with `config` and waits until it is ready.
+    pub(crate) fn start(port: u16, config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("alertmanager.yml");
+        std::fs::write(&file, config).unwrap();
+        let child = Command::new(binary("ALERTMANAGER_BIN", "prometheus-alertmanager"))
+            .arg(format!("--config.file={}", file.display()))
+            .arg(format!("--storage.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            // no gossip: a single instance, nothing listening beyond the web port
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting prometheus-alertmanager");
+        let am = Self { port, _dir: dir, child };
+        wait_for(&format!("{}/-/ready", am.url()), Duration::from_secs(30));
+        am
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub(crate) struct Pulsewatch {
     pub(crate) port: u16,
     child: Child,
@@ -160,15 +207,24 @@ pub(crate) struct Pulsewatch {
 impl Pulsewatch {
     /// Starts the binary with `config` written to `dir/pulsewatch.yml` and waits until healthy.
     pub(crate) fn start(dir: &Path, config: &str, extra: &[&str]) -> Self {
-        let pw = Self::spawn(dir, config, extra);
+        Self::start_on(free_port(), dir, config, extra)
+    }
+
+    /// [`Pulsewatch::start`] listening on `port`.
+    pub(crate) fn start_on(port: u16, dir: &Path, config: &str, extra: &[&str]) -> Self {
+        let pw = Self::spawn_on(port, dir, config, extra);
         wait_for(&format!("{}/-/healthy", pw.url()), Duration::from_secs(30));
         pw
     }
 
     /// Starts the binary without waiting for it.
     pub(crate) fn spawn(dir: &Path, config: &str, extra: &[&str]) -> Self {
+        Self::spawn_on(free_port(), dir, config, extra)
+    }
+
+    /// Starts the binary listening on `port`, without waiting for it.
+    pub(crate) fn spawn_on(port: u16, dir: &Path, config: &str, extra: &[&str]) -> Self {
         std::fs::write(dir.join("pulsewatch.yml"), config).unwrap();
-        let port = free_port();
         let log = dir.join("pulsewatch.log");
         let child = Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
             .arg(format!("--config.file={}", dir.join("pulsewatch.yml").display()))

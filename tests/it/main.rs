@@ -1,6 +1,9 @@
 //! The one integration-test binary: real `prometheus` and `promtool`, the real `pulsewatch` binary.
 
+mod alerting;
+mod backtest;
 mod cli;
+mod dashboards;
 mod e2e;
 mod harness;
 mod web;

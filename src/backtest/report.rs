@@ -1,0 +1,164 @@
+//! What a backtest writes: per-point CSVs, NAB results files, and the summary table.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::accuracy::Accuracy;
+use super::replay::Trace;
+use crate::nab::{self, CorpusScore, FileResult, WindowCounts};
+
+/// Maps an anomaly score (0 at the prediction, 1 at the band's edge, unbounded) into NAB's
+/// `[0, 1]`: `s / (1 + s)`. Monotone, so NAB's threshold sweep sees the same order; the band's
+/// edge maps to 0.5. Rows not scored yet (warm-up) get 0.
+pub fn nab_score(score: Option<f64>) -> f64 {
+    score.map_or(0.0, |s| s / (1.0 + s))
+}
+
+/// The NAB threshold equal to the alerting threshold `pulsewatch_anomaly_score >= 1`.
+pub const ALERT_THRESHOLD: f64 = 0.5;
+
+/// The trace as NAB's scorer takes it.
+pub fn file_result(trace: &Trace) -> FileResult {
+    FileResult {
+        key: trace.recording.key.clone(),
+        timestamps: trace.recording.timestamps.clone(),
+        scores: trace.points.iter().map(|p| nab_score(p.map(|p| p.score))).collect(),
+    }
+}
+
+fn timestamp(trace: &Trace, i: usize) -> String {
+    trace.recording.timestamps[i].format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// Writes `timestamp,value,yhat,yhat_lower,yhat_upper,anomaly_score`, one row per input row
+/// (the model's columns empty while it warms up).
+///
+/// # Errors
+/// I/O errors.
+pub fn write_points(path: &Path, trace: &Trace) -> Result<(), csv::Error> {
+    let mut w = csv::Writer::from_path(path)?;
+    w.write_record(["timestamp", "value", "yhat", "yhat_lower", "yhat_upper", "anomaly_score"])?;
+    for (i, point) in trace.points.iter().enumerate() {
+        let value = trace.recording.values[i].to_string();
+        let model = match point {
+            Some(p) => [p.yhat, p.lower, p.upper, p.score].map(|v| v.to_string()),
+            None => Default::default(),
+        };
+        w.write_record([timestamp(trace, i), value].iter().chain(&model))?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// Writes NAB's results format: `timestamp,value,anomaly_score,label`, the score mapped by
+/// [`nab_score`] and the label 1 inside a labelled window.
+///
+/// # Errors
+/// I/O errors.
+pub fn write_nab(path: &Path, trace: &Trace, windows: &[nab::Window]) -> Result<(), csv::Error> {
+    let mut w = csv::Writer::from_path(path)?;
+    w.write_record(["timestamp", "value", "anomaly_score", "label"])?;
+    for (i, point) in trace.points.iter().enumerate() {
+        let t = trace.recording.timestamps[i];
+        let label = u8::from(windows.iter().any(|w| w.start <= t && t <= w.end));
+        w.write_record([timestamp(trace, i), trace.recording.values[i].to_string(), nab_score(point.map(|p| p.score)).to_string(), label.to_string()])?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// One line of the summary.
+#[derive(Clone, Debug)]
+pub struct FileLine {
+    /// The recording's key.
+    pub key: String,
+    /// Rows.
+    pub rows: usize,
+    /// Rows scored (after warm-up).
+    pub scored: usize,
+    /// Rows scoring at least 1.
+    pub flagged: usize,
+    /// Window counts at the alerting threshold, when labelled.
+    pub windows: Option<WindowCounts>,
+    /// Raw NAB standard-profile score at the optimised threshold, when labelled.
+    pub nab_raw: Option<f64>,
+    /// Holdout accuracy.
+    pub accuracy: Option<Accuracy>,
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("-".into(), |v| format!("{v:.digits$}"))
+}
+
+/// The summary table: one line per file, a total, and the corpus NAB scores.
+pub fn summary(lines: &[FileLine], corpus: &[CorpusScore]) -> String {
+    let width = lines.iter().map(|l| l.key.len()).max().unwrap_or(4).max(5);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:width$}  {:>6} {:>6} {:>7} {:>3} {:>3} {:>3} {:>9} {:>6} {:>5} {:>8} {:>10} {:>10} {:>6} {:>8}",
+        "file", "rows", "scored", "flagged", "tp", "fp", "fn", "precision", "recall", "f1", "nab_raw", "mae", "rmse", "mase", "coverage"
+    );
+    let mut total = WindowCounts::default();
+    for l in lines {
+        let w = l.windows.unwrap_or_default();
+        total = total + w;
+        let counts = |v: usize| if l.windows.is_some() { v.to_string() } else { "-".into() };
+        let acc = l.accuracy.as_ref();
+        let _ = writeln!(
+            out,
+            "{:width$}  {:>6} {:>6} {:>7} {:>3} {:>3} {:>3} {:>9} {:>6} {:>5} {:>8} {:>10} {:>10} {:>6} {:>8}",
+            l.key,
+            l.rows,
+            l.scored,
+            l.flagged,
+            counts(w.tp),
+            counts(w.fp),
+            counts(w.fn_),
+            opt(l.windows.map(|w| w.precision()), 2),
+            opt(l.windows.map(|w| w.recall()), 2),
+            opt(l.windows.map(|w| w.f1()), 2),
+            opt(l.nab_raw, 2),
+            opt(acc.map(|a| a.mae), 3),
+            opt(acc.map(|a| a.rmse), 3),
+            opt(acc.and_then(|a| a.mase), 2),
+            opt(acc.map(|a| a.coverage), 2),
+        );
+    }
+    if lines.iter().any(|l| l.windows.is_some()) {
+        let _ = writeln!(
+            out,
+            "{:width$}  {:>6} {:>6} {:>7} {:>3} {:>3} {:>3} {:>9.2} {:>6.2} {:>5.2}",
+            "total",
+            lines.iter().map(|l| l.rows).sum::<usize>(),
+            lines.iter().map(|l| l.scored).sum::<usize>(),
+            lines.iter().map(|l| l.flagged).sum::<usize>(),
+            total.tp,
+            total.fp,
+            total.fn_,
+            total.precision(),
+            total.recall(),
+            total.f1()
+        );
+    }
+    for c in corpus {
+        let _ = writeln!(out, "NAB {:<19} {:>7} (threshold {:.4}, raw {:.2})", c.profile.name, opt(c.normalized, 1), c.threshold, c.raw);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nab_mapping_is_monotone_and_puts_the_band_edge_at_one_half() {
+        assert_eq!(nab_score(None), 0.0);
+        assert_eq!(nab_score(Some(0.0)), 0.0);
+        assert_eq!(nab_score(Some(1.0)), ALERT_THRESHOLD);
+        assert_eq!(nab_score(Some(3.0)), 0.75);
+        assert!(nab_score(Some(1e9)) < 1.0);
+        let xs = [0.0, 0.1, 0.9, 1.0, 2.0, 50.0, 1e9];
+        assert!(xs.windows(2).all(|w| nab_score(Some(w[0])) < nab_score(Some(w[1]))));
+    }
+}

@@ -1,0 +1,133 @@
+//! `pulsewatch backtest`: replay recorded data through a rule and score what it would have done.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use super::{EXIT_FAILURE, EXIT_OK};
+use crate::backtest::{self, data, Options};
+use crate::config::{self, Defaults, Rule, SourceConfig};
+use crate::nab;
+use crate::source::PromClient;
+
+/// The rule to replay when no rule file is given: every setting at its default.
+const DEFAULT_RULES: &str = "groups: [{ name: backtest, rules: [{ forecast: backtest, expr: value }] }]";
+
+/// What `pulsewatch backtest` was asked.
+#[derive(Debug, clap::Args)]
+pub struct BacktestArgs {
+    /// Rule file; without it, one rule with every setting at its default.
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// The rule to replay, when the file has several.
+    #[arg(long)]
+    rule: Option<String>,
+    /// CSV files (`timestamp,value`, NAB's format) to replay.
+    #[arg(long)]
+    csv: Vec<PathBuf>,
+    /// A NAB-layout directory (`<category>/<file>.csv` and `labels.json`): replay every CSV.
+    #[arg(long)]
+    dataset: Option<PathBuf>,
+    /// Anomaly windows in NAB's `combined_windows.json` format (default with --dataset: its
+    /// labels.json), keyed `category/file.csv` (CSV input) or by the series' labels.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Replay the rule's expression from this Prometheus-compatible server instead.
+    #[arg(long)]
+    source: Option<String>,
+    /// Start of the range with --source (RFC 3339 or Unix seconds).
+    #[arg(long)]
+    start: Option<String>,
+    /// End of the range with --source (RFC 3339 or Unix seconds).
+    #[arg(long)]
+    end: Option<String>,
+    /// Directory for per-point CSVs, NAB results files and SVG plots.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Share of each series, at its end, held out to measure forecast accuracy.
+    #[arg(long, default_value_t = 0.1)]
+    holdout: f64,
+}
+
+/// Runs the backtest and prints its summary; returns the exit code.
+pub(super) fn backtest(args: &BacktestArgs) -> anyhow::Result<u8> {
+    let rule = match pick_rule(args) {
+        Ok(rule) => rule,
+        Err(err) => {
+            eprintln!("{err:#}");
+            return Ok(EXIT_FAILURE);
+        }
+    };
+    if !(0.0..1.0).contains(&args.holdout) {
+        bail!("--holdout must be in [0, 1), got {}", args.holdout);
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (recordings, labels) = runtime.block_on(inputs(args, &rule))?;
+    if recordings.is_empty() {
+        bail!("nothing to replay: give --csv, --dataset or --source");
+    }
+    let options = Options { holdout: args.holdout, out: args.out.clone(), progress: std::io::stderr().is_terminal() };
+    let report = runtime.block_on(backtest::run(&rule, recordings, labels.as_ref(), &options))?;
+    for trace in &report.traces {
+        for warning in &trace.warnings {
+            eprintln!("{}: {warning}", trace.recording.key);
+        }
+    }
+    print!("{}", report.summary());
+    Ok(EXIT_OK)
+}
+
+fn pick_rule(args: &BacktestArgs) -> anyhow::Result<Rule> {
+    let defaults = Defaults::default();
+    let groups = match &args.rules {
+        Some(path) => config::rules::load_file(path, &defaults),
+        None => config::rules::parse(Path::new("<default rule>"), DEFAULT_RULES, &defaults),
+    }
+    .map_err(|problems| anyhow::anyhow!("{problems}"))?;
+    let mut rules: Vec<Rule> = groups.into_iter().flat_map(|g| g.rules).collect();
+    match &args.rule {
+        Some(name) => rules.into_iter().find(|r| &r.name == name).with_context(|| format!("no rule named {name:?}")),
+        None if rules.len() == 1 => Ok(rules.remove(0)),
+        None => bail!("the rule file has {} rules: pick one with --rule", rules.len()),
+    }
+}
+
+async fn inputs(args: &BacktestArgs, rule: &Rule) -> anyhow::Result<(Vec<data::Recording>, Option<nab::Labels>)> {
+    let mut recordings = Vec::new();
+    for path in &args.csv {
+        // NAB's labels name files `category/file.csv`
+        let name = |p: Option<&Path>| p.and_then(Path::file_name).map(|n| n.to_string_lossy().into_owned());
+        let key = match (name(path.parent()), name(Some(path))) {
+            (Some(category), Some(file)) => format!("{category}/{file}"),
+            (_, file) => file.unwrap_or_default(),
+        };
+        recordings.push(data::load_csv(path, &key)?);
+    }
+    let mut labels_file = args.labels.clone();
+    if let Some(dir) = &args.dataset {
+        for (path, key) in data::dataset_files(dir)? {
+            recordings.push(data::load_csv(&path, &key)?);
+        }
+        labels_file = labels_file.or_else(|| Some(dir.join("labels.json")).filter(|p| p.exists()));
+    }
+    if let Some(url) = &args.source {
+        let (Some(start), Some(end)) = (&args.start, &args.end) else { bail!("--source needs --start and --end") };
+        let (start, end) = (parse_time(start)?, parse_time(end)?);
+        let step = rule.step.secs();
+        let source_config: SourceConfig = serde_json::from_value(serde_json::json!({ "url": url })).context("--source")?;
+        let client = PromClient::new(&source_config)?;
+        let series = client.query_range(&rule.expr, start - start.rem_euclid(step), end, step).await.with_context(|| format!("querying {url}"))?;
+        recordings.extend(data::from_series(series, step));
+    }
+    let labels = labels_file.map(|path| nab::Labels::load(&path)).transpose()?;
+    Ok((recordings, labels))
+}
+
+/// RFC 3339 or Unix seconds.
+fn parse_time(text: &str) -> anyhow::Result<i64> {
+    if let Ok(secs) = text.parse::<i64>() {
+        return Ok(secs);
+    }
+    Ok(chrono::DateTime::parse_from_rfc3339(text).with_context(|| format!("time {text:?}: expected RFC 3339 or Unix seconds"))?.timestamp())
+}

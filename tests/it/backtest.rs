@@ -1,0 +1,87 @@
+//! `pulsewatch backtest` on the NAB files committed under tests/data/nab.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn backtest(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pulsewatch")).arg("backtest").args(args).output().unwrap()
+}
+
+fn data(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/nab").join(path)
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A whole NAB-layout directory: summary, outputs in NAB's formats, and the same outputs when
+/// a file is replayed on its own (a backtest is deterministic and files do not interact).
+#[test]
+fn dataset_outputs_and_determinism() {
+    let out = tempfile::tempdir().unwrap();
+    let run = backtest(&["--dataset", data("").to_str().unwrap(), "--out", out.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    for key in ["artificialNoAnomaly/art_daily_small_noise.csv", "artificialWithAnomaly/art_daily_jumpsup.csv", "realKnownCause/nyc_taxi.csv"] {
+        assert!(stdout.lines().any(|l| l.starts_with(key)), "{key} missing from:\n{stdout}");
+    }
+    for profile in ["standard", "reward_low_FP_rate", "reward_low_FN_rate"] {
+        let line = stdout.lines().find(|l| l.starts_with(&format!("NAB {profile} "))).unwrap_or_else(|| panic!("no NAB {profile} line:\n{stdout}"));
+        let score: f64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+        assert!((-100.0..=100.0).contains(&score), "{line}");
+    }
+    // the jump is detected: the jumpsup line has tp 1, fn 0
+    let jumps: Vec<&str> = stdout.lines().find(|l| l.starts_with("artificialWithAnomaly/art_daily_jumpsup.csv")).unwrap().split_whitespace().collect();
+    assert_eq!((jumps[4], jumps[6]), ("1", "0"), "{jumps:?}");
+
+    let input: Vec<String> = read(&data("artificialWithAnomaly/art_daily_jumpsup.csv")).lines().map(String::from).collect();
+    let points = read(&out.path().join("artificialWithAnomaly/art_daily_jumpsup.points.csv"));
+    let points: Vec<&str> = points.lines().collect();
+    assert_eq!(points[0], "timestamp,value,yhat,yhat_lower,yhat_upper,anomaly_score");
+    assert_eq!(points.len(), input.len(), "one line per input row");
+    let nab = read(&out.path().join("artificialWithAnomaly/art_daily_jumpsup.nab.csv"));
+    let nab: Vec<Vec<&str>> = nab.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(nab[0], ["timestamp", "value", "anomaly_score", "label"]);
+    for (row, line) in nab.iter().zip(&input).skip(1) {
+        // same timestamp and value as the input
+        assert!(line.starts_with(&format!("{},", row[0])), "{row:?} vs {line}");
+        assert_eq!(row[1].parse::<f64>().unwrap(), line.split(',').nth(1).unwrap().parse::<f64>().unwrap());
+        let score: f64 = row[2].parse().unwrap();
+        assert!((0.0..1.0).contains(&score), "{row:?}");
+    }
+    // 2014-04-10 16:15 to 2014-04-12 01:45 at 5 minutes: 33.5 h · 12 + 1 rows
+    assert_eq!(nab.iter().filter(|r| r[3] == "1").count(), 403);
+    assert!(nab.iter().find(|r| r[3] == "1").unwrap()[0] == "2014-04-10 16:15:00");
+    let svg = read(&out.path().join("artificialWithAnomaly/art_daily_jumpsup.svg"));
+    assert!(svg.starts_with("<svg") && svg.contains("art_daily_jumpsup.csv"), "{}", &svg[..200.min(svg.len())]);
+    // a labelled file without windows: every label 0
+    let quiet = read(&out.path().join("artificialNoAnomaly/art_daily_small_noise.nab.csv"));
+    assert!(quiet.lines().skip(1).all(|l| l.ends_with(",0")));
+
+    let again = tempfile::tempdir().unwrap();
+    let csv = data("artificialWithAnomaly/art_daily_jumpsup.csv");
+    let run = backtest(&["--csv", csv.to_str().unwrap(), "--labels", data("labels.json").to_str().unwrap(), "--out", again.path().to_str().unwrap()]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    for file in ["points.csv", "nab.csv", "svg"] {
+        let name = format!("artificialWithAnomaly/art_daily_jumpsup.{file}");
+        assert!(read(&out.path().join(&name)) == read(&again.path().join(&name)), "{name} differs between runs");
+    }
+}
+
+#[test]
+fn bad_input_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("bad.csv");
+    std::fs::write(&csv, "timestamp,value\n2014-04-01 00:00:00,1\n2014-04-01 00:05:00,oops\n").unwrap();
+    let run = backtest(&["--csv", csv.to_str().unwrap()]);
+    assert_eq!(run.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("bad.csv:3: value \"oops\" is not a number"), "{stderr}");
+
+    let rules = dir.path().join("two.yaml");
+    std::fs::write(&rules, "groups:\n  - name: g\n    rules:\n      - { forecast: a, expr: x }\n      - { forecast: b, expr: y }\n").unwrap();
+    let run = backtest(&["--rules", rules.to_str().unwrap(), "--csv", csv.to_str().unwrap()]);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("the rule file has 2 rules: pick one with --rule"));
+}
