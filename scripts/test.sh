@@ -20,3 +20,5 @@ route webhook,pagerduty,slack category=anomaly severity=critical
 route webhook,slack category=capacity severity=warning
 route webhook,email category=health severity=info
 route email alertname=SomethingElse severity=critical
+# The deployment files (Dockerfile, deploy/): offline lints and checks, see deploy/README.md.
+bash scripts/lint-deploy.sh
