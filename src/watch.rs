@@ -46,8 +46,11 @@ pub fn start(dirs: &BTreeSet<PathBuf>, tx: mpsc::Sender<()>) -> notify::Result<W
             let _ = tx.try_send(());
         }
     })?;
+    // A directory that cannot be watched (not there yet, say) must not cost the others theirs.
     for dir in dirs {
-        debouncer.watch(dir, RecursiveMode::NonRecursive)?;
+        if let Err(err) = debouncer.watch(dir, RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %dir.display(), error = %err, "cannot watch directory; changes in it need SIGHUP or /-/reload");
+        }
     }
     Ok(Watch { _debouncer: debouncer })
 }
@@ -61,6 +64,16 @@ mod tests {
         let dirs = directories(Path::new("/etc/pw/pulsewatch.yml"), &["rules/*.yaml".into(), "/abs/x.yaml".into(), "a/*/b.yaml".into()]);
         let got: Vec<&str> = dirs.iter().map(|p| p.to_str().unwrap()).collect();
         assert_eq!(got, vec!["/abs", "/etc/pw", "/etc/pw/a", "/etc/pw/rules"]);
+    }
+
+    #[tokio::test]
+    async fn a_missing_directory_does_not_stop_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::channel(1);
+        let dirs = BTreeSet::from([dir.path().join("missing"), dir.path().to_path_buf()]);
+        let _watch = start(&dirs, tx).unwrap();
+        std::fs::write(dir.path().join("a.yaml"), "x").unwrap();
+        tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("a reload for the watched directory");
     }
 
     #[tokio::test]

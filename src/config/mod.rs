@@ -156,7 +156,9 @@ pub fn expand_rule_files(config_path: &Path, patterns: &[String]) -> Result<Vec<
         } else {
             base.join(pattern)
         };
-        match glob::glob(&full.to_string_lossy()) {
+        // Hidden entries are never rule files; Kubernetes keeps ConfigMap copies in `..data/`.
+        let options = glob::MatchOptions { require_literal_leading_dot: true, ..Default::default() };
+        match glob::glob_with(&full.to_string_lossy(), options) {
             Ok(paths) => files.extend(paths.filter_map(Result::ok)),
             Err(err) => problems.push(Problem::file(config_path, format!("rule_files pattern {pattern:?}: {err}"))),
         }
@@ -191,6 +193,18 @@ mod tests {
         assert_eq!(loaded.groups.len(), 2);
         assert_eq!(loaded.groups[0].rules[0].band, 0.9);
         assert_eq!(loaded.config.source.headers["X-Scope-OrgID"], "t1");
+    }
+
+    #[test]
+    fn globs_skip_hidden_entries() {
+        // a ConfigMap volume: the files, and hidden copies of them under `..data/`
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("..data")).unwrap();
+        for f in ["a.yaml", "..data/a.yaml", ".hidden.yaml"] {
+            std::fs::write(dir.path().join(f), "").unwrap();
+        }
+        let files = expand_rule_files(&dir.path().join("pulsewatch.yml"), &["**/*.yaml".into()]).unwrap();
+        assert_eq!(files, vec![dir.path().join("a.yaml")]);
     }
 
     #[test]
