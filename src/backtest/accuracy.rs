@@ -17,9 +17,13 @@ pub struct Accuracy {
     /// MAE over the in-sample MAE of the seasonal naive forecast (season: the model's longest,
     /// else 1 step); below 1 beats it. `None` when the training data is constant.
     pub mase: Option<f64>,
-    /// Share of holdout rows inside the band.
+    /// Share of holdout rows inside the 95% band ([`COVERAGE_LEVEL`]).
     pub coverage: f64,
 }
+
+/// The band level whose coverage is measured, whatever the rule's `band`: the 95% interval is
+/// what forecast evaluations conventionally report.
+pub const COVERAGE_LEVEL: f64 = 0.95;
 
 /// A holdout forecast: where it starts and the path the model predicted.
 #[derive(Clone, Debug)]
@@ -46,7 +50,7 @@ pub fn holdout(rule: &Rule, recording: &Recording, fraction: f64) -> Result<Opti
     if actual.is_empty() || train.len() < rule.model.min_points(&rule.step) {
         return Ok(None);
     }
-    let path = models::fit(&rule.model, train, recording.ts(from), recording.step, rule.band, actual.len())?;
+    let path = models::fit(&rule.model, train, recording.ts(from), recording.step, COVERAGE_LEVEL, actual.len())?;
     let season = rule.model.periods(&rule.step).into_iter().max().unwrap_or(1).max(1);
     let accuracy = score(train, actual, &path, season);
     Ok(Some(Holdout { first_row, path, accuracy }))

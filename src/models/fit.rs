@@ -41,14 +41,38 @@ impl Path {
     /// Model intervals assume the model is right; on real data MSTL's are too narrow (on
     /// art_daily_small_noise 6 of 40 points fell outside a 95% band). The empirical residual
     /// quantile is a floor that keeps the band honest about the errors the fit actually made.
-    fn widen_to_residuals(mut self, y: &[f64], fitted: &[f64], level: f64) -> Self {
-        let mut residuals: Vec<f64> = y.iter().zip(fitted).map(|(a, b)| (a - b).abs()).filter(|r| r.is_finite()).collect();
+    ///
+    /// With a `season`, the quantile is taken per phase of it: busy hours are often noisier
+    /// than quiet ones, and one quantile for the whole day makes the band too narrow when busy
+    /// (false alarms every day) and too wide when quiet (missed anomalies).
+    fn widen_to_residuals(mut self, y: &[f64], fitted: &[f64], level: f64, season: Option<usize>) -> Self {
+        let residuals: Vec<(usize, f64)> = y.iter().zip(fitted).map(|(a, b)| (a - b).abs()).enumerate().filter(|(_, r)| r.is_finite()).collect();
         if residuals.is_empty() {
             return self;
         }
-        residuals.sort_by(f64::total_cmp);
-        let q = residuals[((residuals.len() - 1) as f64 * level).round() as usize];
-        for ((p, l), u) in self.point.iter().zip(&mut self.lower).zip(&mut self.upper) {
+        let n = y.len();
+        let width: Vec<f64> = match season.filter(|&p| p >= PHASE_BUCKETS && n >= 2 * p) {
+            Some(p) => {
+                let bucket = |i: usize| (i % p) * PHASE_BUCKETS / p;
+                let mut by_bucket = vec![Vec::new(); PHASE_BUCKETS];
+                for &(i, r) in &residuals {
+                    by_bucket[bucket(i)].push(r);
+                }
+                // each bucket pooled with its neighbours, so the band does not jump hour to hour
+                let q: Vec<f64> = (0..PHASE_BUCKETS)
+                    .map(|b| {
+                        let mut pooled: Vec<f64> = [PHASE_BUCKETS - 1, 0, 1].iter().flat_map(|d| by_bucket[(b + d) % PHASE_BUCKETS].iter().copied()).collect();
+                        quantile(&mut pooled, level)
+                    })
+                    .collect();
+                (0..self.len()).map(|k| q[bucket(n + k)]).collect()
+            }
+            None => {
+                let q = quantile(&mut residuals.iter().map(|r| r.1).collect::<Vec<_>>(), level);
+                vec![q; self.len()]
+            }
+        };
+        for (((p, l), u), q) in self.point.iter().zip(&mut self.lower).zip(&mut self.upper).zip(width) {
             *l = l.min(p - q);
             *u = u.max(p + q);
         }
@@ -100,16 +124,17 @@ pub fn fit(
     let path = match spec {
         ModelSpec::Mstl { .. } => {
             let trend = AutoETS::non_seasonal().into_trend_model();
+            let season = periods.iter().max().copied();
             let fitted = MSTLModel::new(periods, trend).fit(y).map_err(|e| lib(&e))?;
-            augurs_path(model, &fitted, y, level, horizon)?
+            augurs_path(model, &fitted, y, level, horizon, season)?
         }
         ModelSpec::Ets {} => {
             let fitted = AutoETS::non_seasonal().fit(y).map_err(|e| lib(&e))?;
-            augurs_path(model, &fitted, y, level, horizon)?
+            augurs_path(model, &fitted, y, level, horizon, None)?
         }
         ModelSpec::Holt {} => {
             let fitted = AutoETS::new(1, "AAN").map_err(|e| lib(&e))?.fit(y).map_err(|e| lib(&e))?;
-            augurs_path(model, &fitted, y, level, horizon)?
+            augurs_path(model, &fitted, y, level, horizon, None)?
         }
         ModelSpec::Linear {} => linear(y, level, horizon),
         ModelSpec::SeasonalNaive { .. } => seasonal_naive(y, periods[0], level, horizon),
@@ -123,11 +148,20 @@ pub fn fit(
 }
 
 /// The forecast of a fitted augurs model, its band floored by the in-sample residuals.
-fn augurs_path<P: Predict>(model: &'static str, fitted: &P, y: &[f64], level: f64, horizon: usize) -> Result<Path, Error> {
+fn augurs_path<P: Predict>(model: &'static str, fitted: &P, y: &[f64], level: f64, horizon: usize, season: Option<usize>) -> Result<Path, Error> {
     let lib = |err: &dyn std::fmt::Display| Error::Fit { model, reason: err.to_string() };
     let in_sample = fitted.predict_in_sample(None).map_err(|e| lib(&e))?;
     let path = Path::from_forecast(model, fitted.predict(horizon, level).map_err(|e| lib(&e))?)?;
-    Ok(path.widen_to_residuals(y, &in_sample.point, level))
+    Ok(path.widen_to_residuals(y, &in_sample.point, level, season))
+}
+
+/// Phases per season whose residuals are pooled for the band: hourly for a daily season.
+const PHASE_BUCKETS: usize = 24;
+
+/// The `level` quantile of `values` (nearest rank); `values` must not be empty.
+fn quantile(values: &mut [f64], level: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[((values.len() - 1) as f64 * level).round() as usize]
 }
 
 /// Smallest half-width of a band, relative to the series' mean absolute value.
@@ -267,12 +301,28 @@ mod tests {
         let narrow = Path { point: vec![10.0, 20.0], lower: vec![9.9, 19.0], upper: vec![10.1, 21.0] };
         // absolute residuals 0, 1, ..., 10: the 0.9 quantile is 9
         let y: Vec<f64> = (0..=10).map(f64::from).collect();
-        let widened = narrow.widen_to_residuals(&y, &[0.0; 11], 0.9);
+        let widened = narrow.widen_to_residuals(&y, &[0.0; 11], 0.9, None);
         assert_eq!(widened.lower, vec![1.0, 11.0]);
         assert_eq!(widened.upper, vec![19.0, 29.0]);
         // a band already wider than the residuals is kept
         let wide = Path { point: vec![0.0], lower: vec![-50.0], upper: vec![50.0] };
-        assert_eq!(wide.clone().widen_to_residuals(&y, &[0.0; 11], 0.9), wide);
+        assert_eq!(wide.clone().widen_to_residuals(&y, &[0.0; 11], 0.9, None), wide);
+    }
+
+    #[test]
+    fn seasonal_band_follows_the_noise_of_each_phase() {
+        // two seasons of 24 steps: residual 0.1 in the first half of the season, 5 in the second
+        let y: Vec<f64> = (0..48).map(|i| if i % 24 < 12 { 0.1 } else { 5.0 }).collect();
+        let path = Path { point: vec![0.0; 24], lower: vec![0.0; 24], upper: vec![0.0; 24] };
+        let widened = path.clone().widen_to_residuals(&y, &[0.0; 48], 0.9, Some(24));
+        // step k of the path is phase (48 + k) % 24 = k; phase 5 pools phases 4-6, phase 17 16-18
+        assert_eq!((widened.lower[5], widened.upper[5]), (-0.1, 0.1));
+        assert_eq!((widened.lower[17], widened.upper[17]), (-5.0, 5.0));
+        // phase 12 pools 11 (quiet) with 12 and 13 (noisy): the 0.9 quantile is noisy
+        assert_eq!(widened.upper[12], 5.0);
+        // without a season, one quantile for all
+        let flat = path.widen_to_residuals(&y, &[0.0; 48], 0.9, None);
+        assert!(flat.upper.iter().all(|u| *u == 5.0));
     }
 
     #[test]
