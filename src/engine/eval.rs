@@ -101,7 +101,7 @@ impl RuleState {
         }
         // A new series trains on all but its newest sample, which it then scores.
         for s in fresh {
-            let mut model = SeriesModel::new(step, rule.history_points());
+            let mut model = SeriesModel::new(step, rule.history_points()).calibrated(rule.band);
             let mut samples = s.samples;
             let last = samples.pop();
             samples.iter().for_each(|&(ts, v)| model.push(ts, v));

@@ -5,6 +5,7 @@
 //! training data. Between refits a series is scored against that path (see `series.rs`), so an
 //! evaluation costs a lookup, not a fit.
 
+mod calibration;
 mod fit;
 mod score;
 mod series;

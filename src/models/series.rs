@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 
+use super::calibration::Calibration;
 use super::{anomaly_score, Path};
 use crate::config::Direction;
 
@@ -50,12 +51,25 @@ pub struct SeriesModel {
     last_point: Option<Point>,
     /// After a failed fit, no new attempt before this timestamp.
     retry_at: Option<i64>,
+    /// Scales the band by the deviations observed, when enabled.
+    calibration: Option<Calibration>,
 }
 
 impl SeriesModel {
     /// An empty model for samples `step` seconds apart, keeping at most `capacity` of them.
     pub fn new(step: i64, capacity: usize) -> Self {
-        Self { step, capacity, values: VecDeque::new(), last_ts: None, fitted: None, offset: 0.0, last_point: None, retry_at: None }
+        Self { step, capacity, values: VecDeque::new(), last_ts: None, fitted: None, offset: 0.0, last_point: None, retry_at: None, calibration: None }
+    }
+
+    /// Scales the band online so that about `level` of the recent observations fall inside it:
+    /// in-sample residuals understate a fit's errors out of sample.
+    pub fn calibrated(mut self, level: f64) -> Self {
+        self.calibration = Some(Calibration::new(level));
+        self
+    }
+
+    fn scale(&self) -> f64 {
+        self.calibration.as_ref().map_or(1.0, Calibration::scale)
     }
 
     /// Appends a sample to the history (not scored). Samples at or before the newest one are
@@ -137,7 +151,8 @@ impl SeriesModel {
         }
         let k = (ahead / self.step - 1) as usize;
         let (p, l, u) = (f.path.point.get(k)?, f.path.lower.get(k)?, f.path.upper.get(k)?);
-        Some((p + self.offset, l + self.offset, u + self.offset))
+        let (yhat, scale) = (p + self.offset, self.scale());
+        Some((yhat, yhat - (p - l) * scale, yhat + (u - p) * scale))
     }
 
     /// Scores a new sample, updates the online state and appends it to the history.
@@ -152,8 +167,14 @@ impl SeriesModel {
             // `direction: above` ignores must not drag the level down.
             // Deviations below `min_deviation` are learned too: a flat history has a zero-width
             // band, and its slow drift must not grow until it scores.
-            if anomaly_score(y, yhat, lower, upper, Direction::Both, 0.0) <= 1.0 || (y - yhat).abs() < min_deviation {
+            let unguarded = anomaly_score(y, yhat, lower, upper, Direction::Both, 0.0);
+            if unguarded <= 1.0 || (y - yhat).abs() < min_deviation {
                 self.offset += LEVEL_ALPHA * (y - yhat);
+            }
+            // relative to the fit's own band, before scaling
+            let scale = self.scale();
+            if let Some(c) = &mut self.calibration {
+                c.record(unguarded * scale);
             }
             Point { ts, y, yhat, lower, upper, score }
         });
@@ -246,6 +267,27 @@ mod tests {
         m.fit_failed(600);
         assert!(!m.needs_fit(300, 3600, 0), "no retry before 600");
         assert!(m.needs_fit(600, 3600, 0));
+    }
+
+    #[test]
+    fn calibration_widens_a_band_the_observations_exceed() {
+        // deviations spread evenly over ±1.5 around 0, against a fitted band of ±1: a third of
+        // them fall outside it, where a 90% band should let a tenth through
+        let y = |i: i64| ((i * 7919) % 301) as f64 / 100.0 - 1.5;
+        let outside = |m: &mut SeriesModel| {
+            m.push(0, 0.0);
+            m.set_fit(0, path(1000, 0.0));
+            let scores: Vec<f64> = (1..=600).map(|i| m.observe(60 * i, y(i), Direction::Both, 0.0).unwrap().score).collect();
+            scores[300..].iter().filter(|s| **s > 1.0).count() as f64 / 300.0
+        };
+        let mut plain = SeriesModel::new(60, 1000);
+        let share = outside(&mut plain);
+        assert!((0.3..0.37).contains(&share), "{share}");
+        let mut calibrated = SeriesModel::new(60, 1000).calibrated(0.9);
+        let share = outside(&mut calibrated);
+        assert!((0.05..0.15).contains(&share), "{share}");
+        let (yhat, lower, upper) = calibrated.predict(60 * 601).unwrap();
+        assert!((1.2..1.6).contains(&(upper - yhat)) && (1.2..1.6).contains(&(yhat - lower)), "{lower} {yhat} {upper}");
     }
 
     #[test]
