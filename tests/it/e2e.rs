@@ -84,7 +84,7 @@ fn scores_nab_series_against_real_prometheus() {
     // the jump scores above 1 inside its labelled window
     let jump_scores: Vec<f64> = find(&samples, "pulsewatch_anomaly_score", &[("rule", "jumpsup")]).iter().map(|s| s.value).collect();
     assert!(jump_scores.iter().filter(|&&v| v > 1.0).count() >= 3, "jump scores {jump_scores:?}");
-    // a clean series stays below 1 for most points (at band 0.95, ~95% if the band is calibrated)
+    // a clean series stays below 1 for most points (the default band is 0.99)
     let calm = noise_scores.iter().filter(|s| s.value < 1.0).count();
     let values: Vec<f64> = noise_scores.iter().map(|s| s.value).collect();
     assert!(calm >= 34, "only {calm}/40 below 1: {values:?}");
