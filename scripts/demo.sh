@@ -17,9 +17,9 @@ trap cleanup EXIT INT TERM
 
 nab=tests/data/nab
 end=$(date +%s)
-# jumpsup is cut just after its jump (row 2993), so the demo opens on a live anomaly; the replay
+# jumpsup is cut at its jump (row 2989), so the demo opens on a live anomaly; the replay
 # exporter then continues every series from where its backfill ends.
-series=("$nab/artificialWithAnomaly/art_daily_jumpsup.csv:2993"
+series=("$nab/artificialWithAnomaly/art_daily_jumpsup.csv:2989"
         "$nab/artificialNoAnomaly/art_daily_small_noise.csv:3500"
         "$nab/realKnownCause/nyc_taxi.csv:9000")
 python3 scripts/nab_to_openmetrics.py --end "$end" --labels 'instance="127.0.0.1:9101",job="nab"' \

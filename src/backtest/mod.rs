@@ -60,16 +60,24 @@ impl Report {
 /// # Errors
 /// Labels that do not fit a recording's rows, and output I/O errors.
 pub async fn run(rule: &Rule, recordings: Vec<Recording>, labels: Option<&nab::Labels>, options: &Options) -> anyhow::Result<Report> {
+    // Everything that can be checked is checked before minutes of replay.
+    let mut rules = Vec::with_capacity(recordings.len());
+    for recording in &recordings {
+        rules.push(Arc::new(replay::rule_for(rule, recording).map_err(|e| anyhow::anyhow!(e))?));
+        if let Some(windows) = labels.and_then(|l| l.windows(&recording.key)) {
+            let unscored = nab::FileResult { key: recording.key.clone(), timestamps: recording.timestamps.clone(), scores: vec![0.0; recording.values.len()] };
+            WindowCounts::count(&unscored, windows, report::ALERT_THRESHOLD).with_context(|| format!("labels of {}", recording.key))?;
+        }
+    }
     let rows: usize = recordings.iter().map(|r| r.values.len()).sum();
     let bar = if options.progress { ProgressBar::new(rows as u64) } else { ProgressBar::hidden() };
     bar.set_style(ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {pos}/{len} rows, eta {eta} {msg}").expect("static template"));
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let pool = FitPool::new(cpus);
     let gate = Arc::new(tokio::sync::Semaphore::new(cpus));
-    let rule = Arc::new(rule.clone());
     let mut tasks = tokio::task::JoinSet::new();
-    for recording in recordings {
-        let (rule, pool, gate, bar) = (rule.clone(), pool.clone(), gate.clone(), bar.clone());
+    for (recording, rule) in recordings.into_iter().zip(rules) {
+        let (pool, gate, bar) = (pool.clone(), gate.clone(), bar.clone());
         tasks.spawn(async move {
             let _turn = gate.acquire_owned().await.expect("never closed");
             replay::run(&rule, recording, &pool, || bar.inc(1)).await
@@ -94,7 +102,7 @@ pub async fn run(rule: &Rule, recordings: Vec<Recording>, labels: Option<&nab::L
         let key = &trace.recording.key;
         let windows = windows_of(trace);
         let counts = windows.map(|w| WindowCounts::count(&report::file_result(trace), w, report::ALERT_THRESHOLD)).transpose()?;
-        let rule = replay::rule_for(&rule, &trace.recording);
+        let rule = replay::rule_for(rule, &trace.recording).map_err(|e| anyhow::anyhow!(e))?;
         let holdout = accuracy::holdout(&rule, &trace.recording, options.holdout).unwrap_or_else(|e| {
             tracing::warn!(series = %key, error = %e, "holdout fit failed");
             None

@@ -48,13 +48,18 @@ pub struct Trace {
 }
 
 /// The rule as it runs on `recording`: its step is the recording's.
-pub fn rule_for(rule: &Rule, recording: &Recording) -> Rule {
-    Rule { step: Duration::from_secs(recording.step as u64), ..rule.clone() }
+///
+/// # Errors
+/// When the rule's model does not fit that step (a season shorter than it, say).
+pub fn rule_for(rule: &Rule, recording: &Recording) -> Result<Rule, String> {
+    let rule = Rule { step: Duration::from_secs(recording.step as u64), ..rule.clone() };
+    rule.model.validate(&rule.step, &rule.history).map_err(|e| format!("{}: at its step of {}: {e}", recording.key, rule.step))?;
+    Ok(rule)
 }
 
-/// Runs `rule` over `recording`, evaluating at every row, and calls `progress` after each.
+/// Runs `rule` (already adapted by [`rule_for`]) over `recording`, evaluating at every row, and
+/// calls `progress` after each.
 pub async fn run(rule: &Rule, recording: Recording, pool: &FitPool, progress: impl Fn()) -> Trace {
-    let rule = rule_for(rule, &recording);
     let source = Replay(vec![recording.series()]);
     // The engine records query and fit durations; a backtest has no use for them.
     let metrics = Metrics::register(&mut Registry::default());
@@ -63,7 +68,7 @@ pub async fn run(rule: &Rule, recording: Recording, pool: &FitPool, progress: im
     let mut trace = Trace { points: vec![None; rows], fits: 0, warnings: Vec::new(), recording };
     for i in 0..rows {
         let now = trace.recording.ts(i);
-        let outcome = state.evaluate(&rule, &source, &metrics, pool, now, i64::MAX / 4).await.expect("a replay never fails to answer");
+        let outcome = state.evaluate(rule, &source, &metrics, pool, now, i64::MAX / 4).await.expect("a replay never fails to answer");
         trace.fits += outcome.fits;
         trace.warnings.extend(outcome.warnings);
         if let Some(out) = outcome.series.first().filter(|o| o.point.ts == now) {
@@ -112,7 +117,8 @@ mod tests {
     async fn scores_every_row_after_warm_up_and_flags_a_jump() {
         // a gentle wave, then a jump at row 150
         let values: Vec<f64> = (0..200).map(|i| 10.0 + (i as f64 / 5.0).sin() + if i >= 150 { 20.0 } else { 0.0 }).collect();
-        let trace = run(&rule(), recording(values.clone()), &FitPool::new(1), || {}).await;
+        let rec = recording(values.clone());
+        let trace = run(&rule_for(&rule(), &rec).unwrap(), rec, &FitPool::new(1), || {}).await;
         let scored: Vec<usize> = (0..200).filter(|&i| trace.points[i].is_some()).collect();
         // linear needs 10 points: the first fit trains on rows 0..=9 and scores row 10 on
         assert_eq!(scored.first(), Some(&10));
@@ -131,7 +137,7 @@ mod tests {
     #[tokio::test]
     async fn replays_are_deterministic() {
         let values: Vec<f64> = (0..400).map(|i| 50.0 + 10.0 * (i as f64 / 40.0).sin() + ((i * 37) % 11) as f64 / 5.0).collect();
-        let rule = Rule { model: ModelSpec::Ets {}, ..rule() };
+        let rule = rule_for(&Rule { model: ModelSpec::Ets {}, ..rule() }, &recording(vec![0.0])).unwrap();
         let a = run(&rule, recording(values.clone()), &FitPool::new(2), || {}).await;
         let b = run(&rule, recording(values), &FitPool::new(1), || {}).await;
         let bits = |t: &Trace| t.points.iter().map(|p| p.map(|p| [p.yhat, p.lower, p.upper, p.score].map(f64::to_bits))).collect::<Vec<_>>();

@@ -118,9 +118,12 @@ async fn inputs(args: &BacktestArgs, rule: &Rule) -> anyhow::Result<(Vec<data::R
         let source_config: SourceConfig = serde_json::from_value(serde_json::json!({ "url": url })).context("--source")?;
         let client = PromClient::new(&source_config)?;
         let series = client.query_range(&rule.expr, start - start.rem_euclid(step), end, step).await.with_context(|| format!("querying {url}"))?;
+        if series.is_empty() {
+            bail!("{url} returned no series for {} between {start} and {end}", rule.expr);
+        }
         recordings.extend(data::from_series(series, step));
     }
-    let labels = labels_file.map(|path| nab::Labels::load(&path)).transpose()?;
+    let labels = labels_file.map(|path| nab::Labels::load(&path).with_context(|| format!("labels file {}", path.display()))).transpose()?;
     Ok((recordings, labels))
 }
 

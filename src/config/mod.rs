@@ -63,7 +63,7 @@ impl Default for Defaults {
             step: Duration::from_secs(60),
             history: Duration::from_secs(7 * 86400),
             refit: Duration::from_secs(6 * 3600),
-            band: 0.99,
+            band: 0.999,
             model: ModelSpec::default(),
             staleness: Duration::from_secs(300),
             max_concurrent_fits: 0,

@@ -171,10 +171,11 @@ impl SeriesModel {
             if unguarded <= 1.0 || (y - yhat).abs() < min_deviation {
                 self.offset += LEVEL_ALPHA * (y - yhat);
             }
-            // relative to the fit's own band, before scaling
+            // measured against the fit's own band, before scaling
+            let side = if y >= yhat { upper - yhat } else { yhat - lower };
             let scale = self.scale();
             if let Some(c) = &mut self.calibration {
-                c.record(unguarded * scale);
+                c.record(y - yhat, side / scale);
             }
             Point { ts, y, yhat, lower, upper, score }
         });

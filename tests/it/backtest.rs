@@ -134,3 +134,24 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The progress bar is drawn on a terminal (a pty from util-linux's `script`) and only there.
+#[test]
+fn progress_bar_only_on_a_terminal() {
+    let csv = data("artificialWithAnomaly/art_daily_jumpsup.csv");
+    let command = format!("{} backtest --csv {}", env!("CARGO_BIN_EXE_pulsewatch"), csv.display());
+    let dir = tempfile::tempdir().unwrap();
+    let typescript = dir.path().join("tty.log");
+    let status = Command::new("script")
+        .args(["-qec", &command])
+        .arg(&typescript)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("`script` (Debian's bsdutils, util-linux) runs the backtest on a pty");
+    assert!(status.success());
+    let on_tty = String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).into_owned();
+    assert!(on_tty.contains("/4032 rows"), "no progress bar on a terminal:\n{}", &on_tty[..on_tty.len().min(500)]);
+    let piped = backtest(&["--csv", csv.to_str().unwrap()]);
+    assert!(piped.status.success());
+    assert!(!String::from_utf8_lossy(&piped.stderr).contains("rows"), "a progress bar on a pipe");
+}
