@@ -51,9 +51,9 @@ pulsewatch demo running (logs in $work):
   Prometheus alerts   http://127.0.0.1:9090/alerts
   Alertmanager        http://127.0.0.1:9093
   notifications       tail -f $work/notifications.log
-Scores appear within a minute for the NAB rules (jumpsup starts just after its jump, so it
-scores above 1, and PulsewatchAnomaly fires after its 10m hold and reaches the log through the
-webhook and slack routes); node_exporter rules start after a few minutes of live data.
+Scores appear within a minute for the NAB rules (jumpsup starts at its jump, so it scores
+above 3, and a critical PulsewatchAnomaly fires after its 5m hold and reaches the log through the
+pagerduty, slack and webhook routes); node_exporter rules start after a few minutes of live data.
 Ctrl-C stops it.
 TXT
 wait
