@@ -62,7 +62,7 @@ pub enum DataError {
         why: String,
     },
     /// Too few rows to find a spacing.
-    #[error("{0}: needs at least two rows")]
+    #[error("{0}: needs at least two rows with different timestamps")]
     TooShort(PathBuf),
 }
 

@@ -97,8 +97,9 @@ pub async fn run(rule: &Rule, recordings: Vec<Recording>, labels: Option<&nab::L
         _ => Vec::new(),
     };
 
+    let stems = output_stems(traces.iter().map(|t| t.recording.key.as_str()));
     let mut lines = Vec::new();
-    for trace in &traces {
+    for (trace, stem) in traces.iter().zip(&stems) {
         let key = &trace.recording.key;
         let windows = windows_of(trace);
         let counts = windows.map(|w| WindowCounts::count(&report::file_result(trace), w, report::ALERT_THRESHOLD)).transpose()?;
@@ -117,7 +118,7 @@ pub async fn run(rule: &Rule, recordings: Vec<Recording>, labels: Option<&nab::L
             accuracy: holdout.as_ref().map(|h| h.accuracy.clone()),
         });
         if let Some(out) = &options.out {
-            let base = out.join(file_stem(key));
+            let base = out.join(stem);
             if let Some(parent) = base.parent() {
                 std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
             }
@@ -136,7 +137,32 @@ pub async fn run(rule: &Rule, recordings: Vec<Recording>, labels: Option<&nab::L
 fn file_stem(key: &str) -> PathBuf {
     let key = key.strip_suffix(".csv").unwrap_or(key);
     let safe: String = key.chars().map(|c| if c.is_ascii_alphanumeric() || "._-/".contains(c) { c } else { '_' }).collect();
-    Path::new(safe.trim_matches('/')).components().filter(|c| matches!(c, std::path::Component::Normal(_))).collect()
+    Path::new(safe.trim_matches('/'))
+        .components()
+        .filter_map(|c| match c {
+            // file systems allow 255 bytes a name; leave room for the extensions
+            std::path::Component::Normal(name) => Some(name.to_string_lossy().chars().take(200).collect::<String>()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// One [`file_stem`] per key, numbered `-2`, `-3`... where keys would share one, so no output
+/// overwrites another.
+fn output_stems<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<PathBuf> {
+    let mut used = std::collections::HashSet::new();
+    keys.map(|key| {
+        let stem = file_stem(key);
+        let mut candidate = stem.clone();
+        for n in 2.. {
+            if used.insert(candidate.clone()) {
+                break;
+            }
+            candidate = PathBuf::from(format!("{}-{n}", stem.display()));
+        }
+        candidate
+    })
+    .collect()
 }
 
 #[cfg(test)]
@@ -148,5 +174,9 @@ mod tests {
         assert_eq!(file_stem("realKnownCause/nyc_taxi.csv"), PathBuf::from("realKnownCause/nyc_taxi"));
         assert_eq!(file_stem("{job=\"a/../b\"}"), PathBuf::from("_job__a/b__"));
         assert_eq!(file_stem("../../etc/x.csv"), PathBuf::from("etc/x"));
+        assert_eq!(file_stem(&"a".repeat(300)).to_string_lossy().len(), 200);
+        // labels that differ only in characters mapped to `_` keep their own files
+        let stems = output_stems(["{a=\"x:1\"}", "{a=\"x_1\"}", "{a=\"x;1\"}"].into_iter());
+        assert_eq!(stems, vec![PathBuf::from("_a__x_1__"), PathBuf::from("_a__x_1__-2"), PathBuf::from("_a__x_1__-3")]);
     }
 }
