@@ -141,14 +141,22 @@ pub fn dataset_files(dir: &Path) -> Result<Vec<(PathBuf, String)>, DataError> {
         for file in read(&category)? {
             let path = file.map_err(|source| DataError::Read { path: category.clone(), source })?.path();
             if path.extension().is_some_and(|e| e == "csv") {
-                let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                let key = format!("{}/{}", name(&category), name(&path));
+                let key = nab_key(&path);
                 files.push((path, key));
             }
         }
     }
     files.sort_by(|a, b| a.1.cmp(&b.1));
     Ok(files)
+}
+
+/// The key NAB's labels give a data file: `category/file.csv`, its directory and its name.
+pub fn nab_key(path: &Path) -> String {
+    let name = |p: Option<&Path>| p.and_then(Path::file_name).map(|n| n.to_string_lossy().into_owned());
+    match (name(path.parent()), name(Some(path))) {
+        (Some(category), Some(file)) => format!("{category}/{file}"),
+        (_, file) => file.unwrap_or_default(),
+    }
 }
 
 /// The (lower) median of the positive gaps between consecutive timestamps.

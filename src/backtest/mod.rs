@@ -80,31 +80,32 @@ pub async fn run(rule: &Rule, recordings: Vec<Recording>, labels: Option<&nab::L
         let (pool, gate, bar) = (pool.clone(), gate.clone(), bar.clone());
         tasks.spawn(async move {
             let _turn = gate.acquire_owned().await.expect("never closed");
-            replay::run(&rule, recording, &pool, || bar.inc(1)).await
+            let trace = replay::run(&rule, recording, &pool, || bar.inc(1)).await;
+            (trace, rule)
         });
     }
-    let mut traces = Vec::new();
-    while let Some(trace) = tasks.join_next().await {
-        traces.push(trace.context("a replay panicked")?);
+    let mut replays = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        replays.push(done.context("a replay panicked")?);
     }
     bar.finish_and_clear();
-    traces.sort_by(|a, b| a.recording.key.cmp(&b.recording.key));
+    replays.sort_by(|a, b| a.0.recording.key.cmp(&b.0.recording.key));
 
     let windows_of = |t: &Trace| labels.and_then(|l| l.windows(&t.recording.key));
-    let labelled: Vec<nab::FileResult> = traces.iter().filter(|t| windows_of(t).is_some()).map(report::file_result).collect();
+    let results: Vec<nab::FileResult> = replays.iter().map(|(t, _)| report::file_result(t)).collect();
+    let labelled: Vec<nab::FileResult> = replays.iter().zip(&results).filter(|((t, _), _)| windows_of(t).is_some()).map(|(_, r)| r.clone()).collect();
     let corpus = match labels {
         Some(labels) if !labelled.is_empty() => Profile::ALL.iter().map(|p| nab::optimize(&labelled, labels, p)).collect::<Result<Vec<_>, _>>()?,
         _ => Vec::new(),
     };
 
-    let stems = output_stems(traces.iter().map(|t| t.recording.key.as_str()));
+    let stems = output_stems(replays.iter().map(|(t, _)| t.recording.key.as_str()));
     let mut lines = Vec::new();
-    for (trace, stem) in traces.iter().zip(&stems) {
+    for (((trace, rule), stem), result) in replays.iter().zip(&stems).zip(&results) {
         let key = &trace.recording.key;
         let windows = windows_of(trace);
-        let counts = windows.map(|w| WindowCounts::count(&report::file_result(trace), w, report::ALERT_THRESHOLD)).transpose()?;
-        let rule = replay::rule_for(rule, &trace.recording).map_err(|e| anyhow::anyhow!(e))?;
-        let holdout = accuracy::holdout(&rule, &trace.recording, options.holdout).unwrap_or_else(|e| {
+        let counts = windows.map(|w| WindowCounts::count(result, w, report::ALERT_THRESHOLD)).transpose()?;
+        let holdout = accuracy::holdout(rule, &trace.recording, options.holdout).unwrap_or_else(|e| {
             tracing::warn!(series = %key, error = %e, "holdout fit failed");
             None
         });
@@ -130,6 +131,7 @@ pub async fn run(rule: &Rule, recordings: Vec<Recording>, labels: Option<&nab::L
             plot::draw(&with("svg"), trace, windows.unwrap_or_default(), holdout.as_ref()).map_err(|e| anyhow::anyhow!("drawing {}: {e}", with("svg").display()))?;
         }
     }
+    let traces = replays.into_iter().map(|(t, _)| t).collect();
     Ok(Report { traces, lines, corpus })
 }
 

@@ -96,13 +96,7 @@ fn pick_rule(args: &BacktestArgs) -> anyhow::Result<Rule> {
 async fn inputs(args: &BacktestArgs, rule: &Rule) -> anyhow::Result<(Vec<data::Recording>, Option<nab::Labels>)> {
     let mut recordings = Vec::new();
     for path in &args.csv {
-        // NAB's labels name files `category/file.csv`
-        let name = |p: Option<&Path>| p.and_then(Path::file_name).map(|n| n.to_string_lossy().into_owned());
-        let key = match (name(path.parent()), name(Some(path))) {
-            (Some(category), Some(file)) => format!("{category}/{file}"),
-            (_, file) => file.unwrap_or_default(),
-        };
-        recordings.push(data::load_csv(path, &key)?);
+        recordings.push(data::load_csv(path, &data::nab_key(path))?);
     }
     let mut labels_file = args.labels.clone();
     if let Some(dir) = &args.dataset {

@@ -58,10 +58,8 @@ impl Calibration {
         self.since += 1;
         if self.ratios.len() >= MIN_RECORDED && self.since >= EVERY {
             self.since = 0;
-            let mut sorted: Vec<f64> = self.ratios.iter().copied().collect();
-            let rank = ((sorted.len() - 1) as f64 * self.level).round() as usize;
-            let (_, q, _) = sorted.select_nth_unstable_by(rank, f64::total_cmp);
-            self.scale = q.clamp(1.0, MAX_SCALE);
+            let mut ratios: Vec<f64> = self.ratios.iter().copied().collect();
+            self.scale = super::fit::quantile(&mut ratios, self.level).clamp(1.0, MAX_SCALE);
         }
     }
 }

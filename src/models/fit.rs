@@ -158,10 +158,10 @@ fn augurs_path<P: Predict>(model: &'static str, fitted: &P, y: &[f64], level: f6
 /// Phases per season whose residuals are pooled for the band: hourly for a daily season.
 const PHASE_BUCKETS: usize = 24;
 
-/// The `level` quantile of `values` (nearest rank); `values` must not be empty.
-fn quantile(values: &mut [f64], level: f64) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[((values.len() - 1) as f64 * level).round() as usize]
+/// The `level` quantile of `values` (nearest rank; reorders them); `values` must not be empty.
+pub(super) fn quantile(values: &mut [f64], level: f64) -> f64 {
+    let rank = ((values.len() - 1) as f64 * level).round() as usize;
+    *values.select_nth_unstable_by(rank, f64::total_cmp).1
 }
 
 /// Smallest half-width of a band, relative to the series' mean absolute value.
