@@ -326,6 +326,19 @@ mod tests {
     }
 
     #[test]
+    fn an_exact_fit_still_has_a_band() {
+        // a flat line is fitted exactly: its band is 0.1% of the level wide on each side
+        let path = fit(&ModelSpec::Linear {}, &[200.0; 50], 0, 60, 0.95, 3).unwrap();
+        for k in 0..3 {
+            assert!((path.upper[k] - path.point[k] - 0.2).abs() < 1e-9, "{path:?}");
+            assert!((path.point[k] - path.lower[k] - 0.2).abs() < 1e-9, "{path:?}");
+        }
+        // an all-zero series has no scale: the band stays as narrow as a float allows
+        let zeros = fit(&ModelSpec::Linear {}, &[0.0; 50], 0, 60, 0.95, 1).unwrap();
+        assert!(zeros.upper[0] > 0.0 && zeros.upper[0] < 1e-300);
+    }
+
+    #[test]
     fn too_short_is_a_clear_error() {
         let spec = ModelSpec::Mstl { seasonality: vec![Duration::from_secs(86400)] };
         let err = fit(&spec, &[1.0; 30], 0, 3600, 0.95, 1).unwrap_err();

@@ -79,6 +79,24 @@ fn bad_input_says_where() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("bad.csv:3: value \"oops\" is not a number"), "{stderr}");
 
+    // labels are checked against the rows before any replay: a window edge that is no row's time
+    let good = data("artificialWithAnomaly/art_daily_jumpsup.csv");
+    let labels = dir.path().join("labels.json");
+    std::fs::write(&labels, r#"{"artificialWithAnomaly/art_daily_jumpsup.csv": [["2014-04-10 16:17:00", "2014-04-12 01:45:00"]]}"#).unwrap();
+    let run = backtest(&["--csv", good.to_str().unwrap(), "--labels", labels.to_str().unwrap()]);
+    assert_eq!(run.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("labels of artificialWithAnomaly/art_daily_jumpsup.csv"), "{stderr}");
+    assert!(run.stdout.is_empty(), "nothing replayed: {}", String::from_utf8_lossy(&run.stdout));
+
+    // a model that does not fit the data's spacing: a season shorter than the 5m rows
+    let short = dir.path().join("short.yaml");
+    std::fs::write(&short, "groups:\n  - name: g\n    rules:\n      - { forecast: a, expr: x, step: 1m, model: { type: seasonal_naive, season: 2m } }\n").unwrap();
+    let run = backtest(&["--rules", short.to_str().unwrap(), "--csv", good.to_str().unwrap()]);
+    assert_eq!(run.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("artificialWithAnomaly/art_daily_jumpsup.csv: at its step of 5m"), "{stderr}");
+
     let rules = dir.path().join("two.yaml");
     std::fs::write(&rules, "groups:\n  - name: g\n    rules:\n      - { forecast: a, expr: x }\n      - { forecast: b, expr: y }\n").unwrap();
     let run = backtest(&["--rules", rules.to_str().unwrap(), "--csv", csv.to_str().unwrap()]);
