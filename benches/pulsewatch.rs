@@ -1,12 +1,15 @@
 //! Benchmarks: per-series model fit and per-sample update+score CPU time on one week at 5-minute
-//! steps (2016 samples of NAB's art_daily_small_noise), and `/metrics` render time at 10k and
-//! 100k exported series. Run with `cargo bench --bench pulsewatch`; prints a Markdown table.
+//! steps (2016 samples of NAB's art_daily_small_noise), autoencoder inference per window (the
+//! committed machine-temperature models, one window per call and batched), and `/metrics` render
+//! time at 10k and 100k exported series. Run with `cargo bench --bench pulsewatch`; prints
+//! Markdown tables.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
+use pulsewatch::autoencoder::Autoencoder;
 use pulsewatch::config::{Direction, Duration as PwDuration, GroupKey, Rule, RuleGroup, Schedule};
 use pulsewatch::exporter::{encode, Exporter, Format, RuleId, SeriesOutput, SnapshotCollector};
 use pulsewatch::models::{fit, ModelSpec, Point, SeriesModel};
@@ -83,26 +86,22 @@ fn bench_render() {
     println!("\n| exported input series | output samples | /metrics render, text (median of 5) | OpenMetrics |\n|---|---|---|---|");
     for n in [10_000usize, 100_000] {
         let exporter = Exporter::default();
-        let rule = Rule {
-            name: "bench".into(),
-            expr: "up".into(),
-            step: PwDuration::from_secs(60),
-            history: PwDuration::from_secs(86400),
-            refit: PwDuration::from_secs(3600),
-            model: ModelSpec::Linear {},
-            band: 0.95,
-            horizons: vec![PwDuration::from_secs(3600)],
-            direction: Direction::Both,
-            min_deviation: 0.0,
-            labels: BTreeMap::new(),
-        };
+        let rule: Rule = pulsewatch::config::rules::parse(
+            std::path::Path::new("bench.yaml"),
+            "groups: [{ name: g, rules: [{ forecast: bench, expr: up, step: 1m, history: 1d, refit: 1h, model: { type: linear }, horizons: [1h] }] }]",
+            &Default::default(),
+        )
+        .expect("the bench rule is valid")
+        .remove(0)
+        .rules
+        .remove(0);
         let group = RuleGroup { key: GroupKey { file: "bench.yaml".into(), name: "g".into() }, schedule: Schedule::Interval(PwDuration::from_secs(60)), rules: vec![rule.clone()] };
         exporter.set_group(&group, 60.0, &[]);
         let point = Point { ts: 0, y: 1.5, yhat: 1.25, lower: 0.5, upper: 2.0, score: 0.3333 };
         let outputs: Vec<SeriesOutput> = (0..n)
             .map(|i| {
                 let labels = BTreeMap::from([("instance".to_string(), format!("host-{i:06}:9100")), ("job".to_string(), "node".to_string())]);
-                SeriesOutput::new(&labels, &rule, point, vec![("1h".into(), (1.0, 0.5, 1.5))])
+                SeriesOutput::forecast(&labels, &rule, point, vec![("1h".into(), (1.0, 0.5, 1.5))])
             })
             .collect();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
@@ -121,10 +120,45 @@ fn bench_render() {
     }
 }
 
+fn bench_autoencoders() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/autoencoder/data/machine_temperature_system_failure.csv");
+    let data: Vec<f64> = std::fs::read_to_string(path).unwrap().lines().skip(1).map(|l| l.split(',').nth(1).unwrap().parse().unwrap()).collect();
+    println!("\n| model | load | one window per call (mean) | batches of 1,000 windows, per window (mean) |\n|---|---|---|---|");
+    for kind in ["dense", "lstm"] {
+        let file = format!("{}/examples/autoencoder/models/machine_temperature_{kind}.onnx", env!("CARGO_MANIFEST_DIR"));
+        let loads: Vec<Duration> = (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                black_box(Autoencoder::load(std::path::Path::new(&file)).unwrap());
+                t.elapsed()
+            })
+            .collect();
+        let model = Autoencoder::load(std::path::Path::new(&file)).unwrap();
+        let n = model.window();
+        // 1,000 consecutive windows of the series, as one rule with 1,000 series would score them
+        let windows: Vec<f64> = (0..1000).flat_map(|i| data[i * 7..i * 7 + n].to_vec()).collect();
+        let rounds = 5;
+        let t = Instant::now();
+        for _ in 0..rounds {
+            for w in windows.chunks(n) {
+                black_box(model.reconstruction_errors(black_box(w)).unwrap());
+            }
+        }
+        let single = t.elapsed().as_secs_f64() / (rounds * 1000) as f64;
+        let t = Instant::now();
+        for _ in 0..rounds {
+            black_box(model.reconstruction_errors(black_box(&windows)).unwrap());
+        }
+        let batched = t.elapsed().as_secs_f64() / (rounds * 1000) as f64;
+        println!("| {kind} (window {n}) | {:.1} ms | {:.1} µs | {:.1} µs |", median(loads).as_secs_f64() * 1e3, single * 1e6, batched * 1e6);
+    }
+}
+
 fn main() {
     // `cargo test --all-targets` builds and runs benches with `--bench`-less args: stay quick there.
     if std::env::args().any(|a| a == "--bench") {
         bench_models();
+        bench_autoencoders();
         bench_render();
     }
 }

@@ -1,21 +1,23 @@
 //! pulsewatch: a forecasting and anomaly-detection sidecar for Prometheus.
 //!
 //! It reads Prometheus-style rule files, queries a Prometheus-compatible server on a schedule,
-//! fits a forecasting model to every series a rule returns, and serves anomaly scores, predicted
-//! values with bands and future forecasts as Prometheus metrics.
+//! fits a forecasting model or runs an ONNX autoencoder on every series a rule returns, and serves
+//! anomaly scores, predicted values with bands and future forecasts as Prometheus metrics.
 //!
 //! # Layout
 //! - [`config`]: the main config file and rule files, validated with located errors.
 //! - [`source`]: the Prometheus HTTP API client (`query_range`, retries, auth, TLS).
 //! - [`models`]: fitting (augurs), the prediction path, online updates and the anomaly score.
+//! - [`autoencoder`]: the ONNX autoencoder detector (tract), and the windows it scores.
 //! - [`engine`]: one task per group, rule evaluation, reload semantics.
 //! - [`exporter`]: the atomically swapped snapshot `/metrics` encodes, and self-monitoring.
 //! - [`http`]: the HTTP endpoints, TLS and basic auth.
 //! - [`watch`]: debounced directory watches that trigger reloads.
 //! - [`backtest`]: replaying recorded data through a rule on a simulated clock, and scoring it.
 //! - [`nab`]: the Numenta Anomaly Benchmark's scoring.
-//! - [`cli`]: the command line (`run`, `check`, `backtest`).
+//! - [`cli`]: the command line (`run`, `check`, `backtest`, `export-windows`).
 
+pub mod autoencoder;
 pub mod backtest;
 pub mod cli;
 pub mod config;

@@ -42,16 +42,17 @@ pub struct Holdout {
 /// # Errors
 /// The model's fit error.
 pub fn holdout(rule: &Rule, recording: &Recording, fraction: f64) -> Result<Option<Holdout>, models::Error> {
+    let Some(forecast) = rule.forecast() else { return Ok(None) };
     let n = recording.values.len();
     let first_row = n - ((n as f64 * fraction).round() as usize).min(n);
-    let from = first_row.saturating_sub(rule.history_points());
+    let from = first_row.saturating_sub(forecast.history_points(&rule.step));
     let train = &recording.values[from..first_row];
     let actual = &recording.values[first_row..];
-    if actual.is_empty() || train.len() < rule.model.min_points(&rule.step) {
+    if actual.is_empty() || train.len() < forecast.model.min_points(&rule.step) {
         return Ok(None);
     }
-    let path = models::fit(&rule.model, train, recording.ts(from), recording.step, COVERAGE_LEVEL, actual.len())?;
-    let season = rule.model.periods(&rule.step).into_iter().max().unwrap_or(1).max(1);
+    let path = models::fit(&forecast.model, train, recording.ts(from), recording.step, COVERAGE_LEVEL, actual.len())?;
+    let season = forecast.model.periods(&rule.step).into_iter().max().unwrap_or(1).max(1);
     let accuracy = score(train, actual, &path, season);
     Ok(Some(Holdout { first_row, path, accuracy }))
 }

@@ -50,11 +50,15 @@ pub struct Trace {
 /// The rule as it runs on `recording`: its step is the recording's.
 ///
 /// # Errors
-/// When the rule's model does not fit that step (a season shorter than it, say).
+/// When the rule is not a forecast rule, or its model does not fit that step (a season shorter
+/// than it, say).
 pub fn rule_for(rule: &Rule, recording: &Recording) -> Result<Rule, String> {
-    let rule = Rule { step: Duration::from_secs(recording.step as u64), ..rule.clone() };
-    rule.model.validate(&rule.step, &rule.history).map_err(|e| format!("{}: at its step of {}: {e}", recording.key, rule.step))?;
-    Ok(rule)
+    let Some(forecast) = rule.forecast() else {
+        return Err(format!("rule {:?} is an anomaly rule; backtest replays forecast rules", rule.name));
+    };
+    let step = Duration::from_secs(recording.step as u64);
+    forecast.model.validate(&step, &forecast.history).map_err(|e| format!("{}: at its step of {step}: {e}", recording.key))?;
+    Ok(Rule { step, ..rule.clone() })
 }
 
 /// Runs `rule` (already adapted by [`rule_for`]) over `recording`, evaluating at every row, and
@@ -63,7 +67,7 @@ pub async fn run(rule: &Rule, recording: Recording, pool: &FitPool, progress: im
     let source = Replay(vec![recording.series()]);
     // The engine records query and fit durations; a backtest has no use for them.
     let metrics = Metrics::register(&mut Registry::default());
-    let mut state = RuleState::default();
+    let mut state = RuleState::for_rule(rule);
     let rows = recording.values.len();
     let mut trace = Trace { points: vec![None; rows], fits: 0, warnings: Vec::new(), recording };
     for i in 0..rows {
@@ -71,8 +75,8 @@ pub async fn run(rule: &Rule, recording: Recording, pool: &FitPool, progress: im
         let outcome = state.evaluate(rule, &source, &metrics, pool, now, i64::MAX / 4).await.expect("a replay never fails to answer");
         trace.fits += outcome.fits;
         trace.warnings.extend(outcome.warnings);
-        if let Some(out) = outcome.series.first().filter(|o| o.point.ts == now) {
-            trace.points[i] = Some(out.point);
+        if let Some(out) = outcome.series.first().filter(|o| o.ts() == now) {
+            trace.points[i] = out.point().copied();
         }
         progress();
     }
@@ -98,19 +102,16 @@ mod tests {
     }
 
     fn rule() -> Rule {
-        Rule {
-            name: "r".into(),
-            expr: "x".into(),
-            step: Duration::from_secs(60),
-            history: Duration::from_secs(86400),
-            refit: Duration::from_secs(3600),
-            model: ModelSpec::Linear {},
-            band: 0.95,
-            horizons: vec![],
-            direction: Default::default(),
-            min_deviation: 0.0,
-            labels: Default::default(),
+        rule_with(ModelSpec::Linear {})
+    }
+
+    fn rule_with(model: ModelSpec) -> Rule {
+        let mut rule = crate::config::rules::test_forecast_rule("r", "x", model);
+        if let crate::config::RuleKind::Forecast(f) = &mut rule.kind {
+            f.history = Duration::from_secs(86400);
+            f.refit = Duration::from_secs(3600);
         }
+        rule
     }
 
     #[tokio::test]
@@ -137,7 +138,7 @@ mod tests {
     #[tokio::test]
     async fn replays_are_deterministic() {
         let values: Vec<f64> = (0..400).map(|i| 50.0 + 10.0 * (i as f64 / 40.0).sin() + ((i * 37) % 11) as f64 / 5.0).collect();
-        let rule = rule_for(&Rule { model: ModelSpec::Ets {}, ..rule() }, &recording(vec![0.0])).unwrap();
+        let rule = rule_for(&rule_with(ModelSpec::Ets {}), &recording(vec![0.0])).unwrap();
         let a = run(&rule, recording(values.clone()), &FitPool::new(2), || {}).await;
         let b = run(&rule, recording(values), &FitPool::new(1), || {}).await;
         let bits = |t: &Trace| t.points.iter().map(|p| p.map(|p| [p.yhat, p.lower, p.upper, p.score].map(f64::to_bits))).collect::<Vec<_>>();

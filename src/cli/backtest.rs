@@ -52,7 +52,7 @@ pub struct BacktestArgs {
 
 /// Runs the backtest and prints its summary; returns the exit code.
 pub(super) fn backtest(args: &BacktestArgs) -> anyhow::Result<u8> {
-    let rule = match pick_rule(args) {
+    let rule = match pick_rule(args.rules.as_deref(), args.rule.as_deref()) {
         Ok(rule) => rule,
         Err(err) => {
             eprintln!("{err:#}");
@@ -78,16 +78,18 @@ pub(super) fn backtest(args: &BacktestArgs) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
-fn pick_rule(args: &BacktestArgs) -> anyhow::Result<Rule> {
+/// The rule named `name` in `rules` (the default rule without a file); the only one when no name
+/// is given.
+pub(super) fn pick_rule(rules: Option<&Path>, name: Option<&str>) -> anyhow::Result<Rule> {
     let defaults = Defaults::default();
-    let groups = match &args.rules {
+    let groups = match rules {
         Some(path) => config::rules::load_file(path, &defaults),
         None => config::rules::parse(Path::new("<default rule>"), DEFAULT_RULES, &defaults),
     }
     .map_err(|problems| anyhow::anyhow!("{problems}"))?;
     let mut rules: Vec<Rule> = groups.into_iter().flat_map(|g| g.rules).collect();
-    match &args.rule {
-        Some(name) => rules.into_iter().find(|r| &r.name == name).with_context(|| format!("no rule named {name:?}")),
+    match name {
+        Some(name) => rules.into_iter().find(|r| r.name == name).with_context(|| format!("no rule named {name:?}")),
         None if rules.len() == 1 => Ok(rules.remove(0)),
         None => bail!("the rule file has {} rules: pick one with --rule", rules.len()),
     }
@@ -111,9 +113,9 @@ async fn inputs(args: &BacktestArgs, rule: &Rule) -> anyhow::Result<(Vec<data::R
         let step = rule.step.secs();
         let source_config: SourceConfig = serde_json::from_value(serde_json::json!({ "url": url })).context("--source")?;
         let client = PromClient::new(&source_config)?;
-        let series = client.query_range(&rule.expr, start - start.rem_euclid(step), end, step).await.with_context(|| format!("querying {url}"))?;
+        let series = client.query_range(&rule.query(), start - start.rem_euclid(step), end, step).await.with_context(|| format!("querying {url}"))?;
         if series.is_empty() {
-            bail!("{url} returned no series for {} between {start} and {end}", rule.expr);
+            bail!("{url} returned no series for {} between {start} and {end}", rule.query());
         }
         recordings.extend(data::from_series(series, step));
     }
@@ -122,7 +124,7 @@ async fn inputs(args: &BacktestArgs, rule: &Rule) -> anyhow::Result<(Vec<data::R
 }
 
 /// RFC 3339 or Unix seconds.
-fn parse_time(text: &str) -> anyhow::Result<i64> {
+pub(super) fn parse_time(text: &str) -> anyhow::Result<i64> {
     if let Ok(secs) = text.parse::<i64>() {
         return Ok(secs);
     }

@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use super::{EXIT_FAILURE, EXIT_OK};
-use crate::config::{self, Defaults, Problems};
+use crate::autoencoder::Autoencoder;
+use crate::config::{self, Defaults, Problem, Problems, RuleGroup, RuleKind};
 
 fn report(path: &Path, result: Result<usize, Problems>, what: &str) -> bool {
     println!("Checking {}", path.display());
@@ -22,8 +23,19 @@ fn report(path: &Path, result: Result<usize, Problems>, what: &str) -> bool {
     }
 }
 
-fn count_rules(groups: &[config::RuleGroup]) -> usize {
-    groups.iter().map(|g| g.rules.len()).sum()
+/// Counts the rules, after loading every detector rule's model and checking it against its
+/// rule as the first evaluation will: a valid rule file can name a broken model.
+fn count_rules(groups: Vec<RuleGroup>) -> Result<usize, Problems> {
+    let mut problems = Problems::default();
+    for group in &groups {
+        for (index, rule) in group.rules.iter().enumerate() {
+            let RuleKind::Anomaly(anomaly) = &rule.kind else { continue };
+            if let Err(err) = Autoencoder::load_for_rule(anomaly, &rule.step) {
+                problems.push(Problem::file(&group.key.file, err.to_string()).group(&group.key.name).rule(index + 1, &rule.name));
+            }
+        }
+    }
+    problems.into_result(groups.iter().map(|g| g.rules.len()).sum())
 }
 
 /// Checks rule files with the built-in defaults; returns the exit code.
@@ -31,7 +43,7 @@ pub(super) fn rules(files: &[PathBuf]) -> u8 {
     let defaults = Defaults::default();
     let mut ok = true;
     for file in files {
-        let result = config::rules::load_file(file, &defaults).map(|g| count_rules(&g));
+        let result = config::rules::load_file(file, &defaults).and_then(count_rules);
         ok &= report(file, result, "rules");
     }
     if ok { EXIT_OK } else { EXIT_FAILURE }
@@ -49,7 +61,7 @@ pub(super) fn config(file: &Path) -> u8 {
     let Ok((config, files)) = loaded else { return EXIT_FAILURE };
     let mut all_ok = ok;
     for rule_file in &files {
-        let result = config::rules::load_file(rule_file, &config.global).map(|g| count_rules(&g));
+        let result = config::rules::load_file(rule_file, &config.global).and_then(count_rules);
         all_ok &= report(rule_file, result, "rules");
     }
     // Checks that span files (rule names unique across them), as the daemon does.

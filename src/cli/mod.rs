@@ -1,7 +1,9 @@
-//! The command line: run the sidecar (the default), or check config and rule files.
+//! The command line: run the sidecar (the default), check config and rule files, backtest a
+//! rule, or export a detector rule's training windows.
 
 mod backtest;
 mod check;
+mod export_windows;
 mod run;
 
 use std::path::PathBuf;
@@ -52,6 +54,9 @@ pub enum Command {
     /// Replay recorded data (CSV, a NAB dataset, or a Prometheus range) through a rule on a
     /// simulated clock, and score it: NAB, window precision/recall/F1, forecast accuracy.
     Backtest(backtest::BacktestArgs),
+    /// Write an `anomaly:` rule's windows, from Prometheus or CSV files, to a CSV file to train
+    /// its autoencoder on (examples/autoencoder/train.py).
+    ExportWindows(export_windows::ExportWindowsArgs),
 }
 
 /// What to check.
@@ -100,6 +105,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::Backtest(args)) => {
             init_logging(LogLevel::Warn, cli.log_format);
             backtest::backtest(args)
+        }
+        Some(Command::ExportWindows(args)) => {
+            init_logging(LogLevel::Warn, cli.log_format);
+            export_windows::export_windows(args)
         }
         None => {
             init_logging(cli.log_level, cli.log_format);

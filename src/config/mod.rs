@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 pub use duration::Duration;
 pub use error::{Problem, Problems};
-pub use rules::{Direction, GroupKey, Rule, RuleGroup, Schedule};
+pub use rules::{Anomaly, Channel, Direction, Forecast, GroupKey, Rule, RuleGroup, RuleKind, Schedule};
 pub use source::{BasicAuth, Secret, SourceConfig, TlsConfig};
 
 use crate::models::ModelSpec;
@@ -191,7 +191,7 @@ mod tests {
         let loaded = load(&dir.path().join("pulsewatch.yml")).unwrap();
         assert_eq!(loaded.rule_files.len(), 2);
         assert_eq!(loaded.groups.len(), 2);
-        assert_eq!(loaded.groups[0].rules[0].band, 0.9);
+        assert_eq!(loaded.groups[0].rules[0].forecast().unwrap().band, 0.9);
         assert_eq!(loaded.config.source.headers["X-Scope-OrgID"], "t1");
     }
 

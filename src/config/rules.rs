@@ -42,12 +42,17 @@ struct GroupConfig {
     rules: Vec<Spanned<RuleConfig>>,
 }
 
-/// One forecast rule as written in YAML; unset fields take the global defaults.
+/// One rule as written in YAML: a forecast rule (`forecast:`) or a detector-only rule
+/// (`anomaly:`); unset fields take the global defaults.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleConfig {
     forecast: Option<String>,
+    anomaly: Option<String>,
     expr: Option<String>,
+    channels: Option<Vec<Channel>>,
+    on: Option<Vec<String>>,
+    detector: Option<DetectorConfig>,
     step: Option<Duration>,
     history: Option<Duration>,
     refit: Option<Duration>,
@@ -61,7 +66,28 @@ struct RuleConfig {
     labels: BTreeMap<String, String>,
 }
 
+/// The detector of an `anomaly:` rule, as written in YAML.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum DetectorConfig {
+    /// An ONNX autoencoder; `model_file` is relative to the rule file's directory.
+    Autoencoder { model_file: PathBuf },
+}
+
 // === validated rules ===
+
+/// One input of a detector: a named PromQL expression.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Channel {
+    /// Names the channel; the model's metadata lists its channels by these names.
+    pub name: String,
+    /// The PromQL expression.
+    pub expr: String,
+}
+
+/// The channel name of a rule that has a single `expr`.
+pub const SINGLE_CHANNEL: &str = "value";
 
 /// Which deviations from the prediction may score.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -111,15 +137,33 @@ pub struct RuleGroup {
     pub rules: Vec<Rule>,
 }
 
-/// A validated forecast rule with all defaults applied.
+/// A validated rule with all defaults applied.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rule {
     /// Exported as the `rule` label.
     pub name: String,
+    /// Resolution of the queries.
+    pub step: Duration,
+    /// Static labels added to every output series.
+    pub labels: BTreeMap<String, String>,
+    /// What the rule does with its series.
+    pub kind: RuleKind,
+}
+
+/// A forecast rule or a detector-only rule.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RuleKind {
+    /// `forecast:` fits a model per series and scores against its band.
+    Forecast(Forecast),
+    /// `anomaly:` scores windows of one or more channels with a detector.
+    Anomaly(Anomaly),
+}
+
+/// The settings of a forecast rule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Forecast {
     /// The PromQL expression, already checked by promql-parser.
     pub expr: String,
-    /// Resolution of the history and update queries.
-    pub step: Duration,
     /// Training window.
     pub history: Duration,
     /// Full refit cadence.
@@ -134,14 +178,50 @@ pub struct Rule {
     pub direction: Direction,
     /// Deviations smaller than this score 0.
     pub min_deviation: f64,
-    /// Static labels added to every output series.
-    pub labels: BTreeMap<String, String>,
+}
+
+impl Forecast {
+    /// Number of `step`s in the training window.
+    pub fn history_points(&self, step: &Duration) -> usize {
+        (self.history.secs() / step.secs()) as usize
+    }
+}
+
+/// The settings of a detector-only rule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Anomaly {
+    /// The inputs, in the order of the model's channels (one, named `value`, for `expr:`).
+    pub channels: Vec<Channel>,
+    /// Labels that join the channels' series; `None` joins on all labels but `__name__`.
+    pub on: Option<Vec<String>>,
+    /// The ONNX autoencoder, resolved against the rule file's directory.
+    pub model_file: PathBuf,
 }
 
 impl Rule {
-    /// Number of `step`s in the training window.
-    pub fn history_points(&self) -> usize {
-        (self.history.secs() / self.step.secs()) as usize
+    /// The forecast settings, for a forecast rule.
+    pub fn forecast(&self) -> Option<&Forecast> {
+        match &self.kind {
+            RuleKind::Forecast(f) => Some(f),
+            RuleKind::Anomaly(_) => None,
+        }
+    }
+
+    /// `forecast` or `anomaly`, as `/api/v1/rules` shows the rule's type.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            RuleKind::Forecast(_) => "forecast",
+            RuleKind::Anomaly(_) => "anomaly",
+        }
+    }
+
+    /// The query as `/api/v1/rules` shows it: a detector's channels one per line, `name: expr`.
+    pub fn query(&self) -> String {
+        match &self.kind {
+            RuleKind::Forecast(f) => f.expr.clone(),
+            RuleKind::Anomaly(a) if a.channels.len() == 1 => a.channels[0].expr.clone(),
+            RuleKind::Anomaly(a) => a.channels.iter().map(|c| format!("{}: {}", c.name, c.expr)).collect::<Vec<_>>().join("\n"),
+        }
     }
 }
 
@@ -165,6 +245,7 @@ pub fn load_file(path: &Path, defaults: &Defaults) -> Result<Vec<RuleGroup>, Pro
 pub fn parse(path: &Path, text: &str, defaults: &Defaults) -> Result<Vec<RuleGroup>, Problems> {
     let file: RuleFileConfig = serde_saphyr::from_str(text)
         .map_err(|err| Problems::one(Problem::yaml(path, &err)))?;
+    let base = path.parent().unwrap_or(Path::new(""));
     let mut problems = Problems::default();
     let mut groups = Vec::new();
     let mut names = HashSet::new();
@@ -197,8 +278,9 @@ pub fn parse(path: &Path, text: &str, defaults: &Defaults) -> Result<Vec<RuleGro
         let mut rule_names = HashSet::new();
         for (index, rule) in group.rules.into_iter().enumerate() {
             let rule_line = (rule.referenced.line(), rule.referenced.column());
-            let at = at(rule_line).rule(index + 1, rule.value.forecast.as_deref().unwrap_or(""));
-            match validate_rule(rule.value, defaults) {
+            let rule_name = rule.value.forecast.as_deref().or(rule.value.anomaly.as_deref()).unwrap_or("");
+            let at = at(rule_line).rule(index + 1, rule_name);
+            match validate_rule(rule.value, base, defaults) {
                 Ok(rule) => {
                     if !rule_names.insert(rule.name.clone()) {
                         problems.push(at.msg("rule name is not unique in this group"));
@@ -219,25 +301,67 @@ pub fn parse(path: &Path, text: &str, defaults: &Defaults) -> Result<Vec<RuleGro
     problems.into_result(groups)
 }
 
-/// Checks one rule and applies defaults; returns every problem message found.
-fn validate_rule(rule: RuleConfig, defaults: &Defaults) -> Result<Rule, Vec<String>> {
+/// Checks one rule and applies defaults; returns every problem message found. `base` is the rule
+/// file's directory, against which a relative `model_file` resolves.
+fn validate_rule(rule: RuleConfig, base: &Path, defaults: &Defaults) -> Result<Rule, Vec<String>> {
     let mut errs = Vec::new();
-    let name = rule.forecast.unwrap_or_default();
+    if rule.forecast.is_some() && rule.anomaly.is_some() {
+        errs.push("set either `forecast` or `anomaly`, not both".to_string());
+    }
+    let name = rule.forecast.clone().or_else(|| rule.anomaly.clone()).unwrap_or_default();
     if name.trim().is_empty() {
-        errs.push("rule needs a non-empty `forecast` name".to_string());
+        errs.push("rule needs a non-empty `forecast` or `anomaly` name".to_string());
+    }
+    let step = rule.step.clone().unwrap_or_else(|| defaults.step.clone());
+    if step.secs() < 1 {
+        errs.push(format!("step {step} must be at least 1s"));
+    }
+    if step.get().subsec_nanos() != 0 {
+        errs.push(format!("step {step} must be a whole number of seconds"));
+    }
+    for label in rule.labels.keys() {
+        if RESERVED_LABELS.contains(&label.as_str()) {
+            errs.push(format!("label {label:?} is set by pulsewatch and cannot be a static label"));
+        } else if !is_valid_label_name(label) {
+            errs.push(format!("invalid label name {label:?}"));
+        }
+    }
+    let labels = rule.labels.clone();
+    let kind = if rule.anomaly.is_some() {
+        validate_anomaly(rule, base, &mut errs).map(RuleKind::Anomaly)
+    } else {
+        validate_forecast(rule, &step, defaults, &mut errs).map(RuleKind::Forecast)
+    };
+    match kind {
+        Some(kind) if errs.is_empty() => Ok(Rule { name, step, labels, kind }),
+        _ => Err(errs),
+    }
+}
+
+/// Pushes an error if `expr` is empty or does not parse.
+fn check_expr(expr: &str, what: &str, errs: &mut Vec<String>) {
+    if expr.trim().is_empty() {
+        errs.push(format!("{what} is empty"));
+    } else if let Err(err) = promql_parser::parser::parse(expr) {
+        errs.push(format!("could not parse {what}: {}", err.trim()));
+    }
+}
+
+fn validate_forecast(rule: RuleConfig, step: &Duration, defaults: &Defaults, errs: &mut Vec<String>) -> Option<Forecast> {
+    for (key, set) in [("channels", rule.channels.is_some()), ("on", rule.on.is_some()), ("detector", rule.detector.is_some())] {
+        if set {
+            errs.push(format!("`{key}` applies to `anomaly` rules only"));
+        }
     }
     let expr = rule.expr.unwrap_or_default();
     if expr.trim().is_empty() {
         errs.push("rule needs an `expr`".to_string());
-    } else if let Err(err) = promql_parser::parser::parse(&expr) {
-        errs.push(format!("could not parse expression: {}", err.trim()));
+    } else {
+        check_expr(&expr, "expression", errs);
     }
-    let step = rule.step.unwrap_or_else(|| defaults.step.clone());
     let history = rule.history.unwrap_or_else(|| defaults.history.clone());
     let refit = rule.refit.unwrap_or_else(|| defaults.refit.clone());
-    if step.secs() < 1 {
-        errs.push(format!("step {step} must be at least 1s"));
-    } else {
+    if step.secs() >= 1 {
         let points = history.secs() / step.secs();
         if points < 10 {
             errs.push(format!("history {history} holds {points} steps of {step}; at least 10 are needed"));
@@ -247,16 +371,13 @@ fn validate_rule(rule: RuleConfig, defaults: &Defaults) -> Result<Rule, Vec<Stri
     }
     let model = rule.model.unwrap_or_else(|| defaults.model.clone());
     if step.secs() >= 1 {
-        if let Err(msg) = model.validate(&step, &history) {
+        if let Err(msg) = model.validate(step, &history) {
             errs.push(msg);
         }
     }
     let band = rule.band.unwrap_or(defaults.band);
     if !(band > 0.0 && band < 1.0) {
         errs.push(format!("band {band} must be between 0 and 1 (exclusive)"));
-    }
-    if step.get().subsec_nanos() != 0 {
-        errs.push(format!("step {step} must be a whole number of seconds"));
     }
     let mut horizons = HashSet::new();
     for horizon in &rule.horizons {
@@ -278,20 +399,8 @@ fn validate_rule(rule: RuleConfig, defaults: &Defaults) -> Result<Rule, Vec<Stri
     if !(min_deviation >= 0.0 && min_deviation.is_finite()) {
         errs.push(format!("min_deviation {min_deviation} must be a finite number >= 0"));
     }
-    for label in rule.labels.keys() {
-        if RESERVED_LABELS.contains(&label.as_str()) {
-            errs.push(format!("label {label:?} is set by pulsewatch and cannot be a static label"));
-        } else if !is_valid_label_name(label) {
-            errs.push(format!("invalid label name {label:?}"));
-        }
-    }
-    if !errs.is_empty() {
-        return Err(errs);
-    }
-    Ok(Rule {
-        name,
+    Some(Forecast {
         expr,
-        step,
         history,
         refit,
         model,
@@ -299,8 +408,83 @@ fn validate_rule(rule: RuleConfig, defaults: &Defaults) -> Result<Rule, Vec<Stri
         horizons: rule.horizons,
         direction: rule.direction.unwrap_or_default(),
         min_deviation,
-        labels: rule.labels,
     })
+}
+
+fn validate_anomaly(rule: RuleConfig, base: &Path, errs: &mut Vec<String>) -> Option<Anomaly> {
+    let forecast_only = [
+        ("history", rule.history.is_some()),
+        ("refit", rule.refit.is_some()),
+        ("model", rule.model.is_some()),
+        ("band", rule.band.is_some()),
+        ("horizons", !rule.horizons.is_empty()),
+        ("direction", rule.direction.is_some()),
+        ("min_deviation", rule.min_deviation.is_some()),
+    ];
+    for (key, set) in forecast_only {
+        if set {
+            errs.push(format!("`{key}` applies to `forecast` rules only"));
+        }
+    }
+    let channels = match (rule.expr, rule.channels) {
+        (Some(_), Some(_)) => {
+            errs.push("set either `expr` or `channels`, not both".to_string());
+            vec![]
+        }
+        (Some(expr), None) => {
+            check_expr(&expr, "expression", errs);
+            vec![Channel { name: SINGLE_CHANNEL.to_string(), expr }]
+        }
+        (None, Some(channels)) => {
+            if channels.is_empty() {
+                errs.push("`channels` must list at least one channel".to_string());
+            }
+            let mut names = HashSet::new();
+            for channel in &channels {
+                if !is_valid_label_name(&channel.name) {
+                    errs.push(format!("channel name {:?} must be a valid label name", channel.name));
+                } else if !names.insert(channel.name.as_str()) {
+                    errs.push(format!("channel name {:?} is listed twice", channel.name));
+                }
+                check_expr(&channel.expr, &format!("the expression of channel {:?}", channel.name), errs);
+            }
+            channels
+        }
+        (None, None) => {
+            errs.push("rule needs an `expr` or `channels`".to_string());
+            vec![]
+        }
+    };
+    for label in rule.on.iter().flatten() {
+        if !is_valid_label_name(label) || label == "__name__" {
+            errs.push(format!("`on` label {label:?} must be a valid label name other than __name__"));
+        }
+    }
+    let Some(DetectorConfig::Autoencoder { model_file }) = rule.detector else {
+        errs.push("rule needs a `detector`, e.g. `{ type: autoencoder, model_file: model.onnx }`".to_string());
+        return None;
+    };
+    Some(Anomaly { channels, on: rule.on, model_file: base.join(model_file) })
+}
+
+/// A forecast rule for unit tests: step 1m, history 1h, refit 10m, band 0.95, no horizons.
+#[cfg(test)]
+pub(crate) fn test_forecast_rule(name: &str, expr: &str, model: ModelSpec) -> Rule {
+    Rule {
+        name: name.into(),
+        step: Duration::from_secs(60),
+        labels: BTreeMap::new(),
+        kind: RuleKind::Forecast(Forecast {
+            expr: expr.into(),
+            history: Duration::from_secs(3600),
+            refit: Duration::from_secs(600),
+            model,
+            band: 0.95,
+            horizons: vec![],
+            direction: Direction::Both,
+            min_deviation: 0.0,
+        }),
+    }
 }
 
 /// Prometheus label-name syntax: `[a-zA-Z_][a-zA-Z0-9_]*`.
@@ -345,12 +529,13 @@ groups:
         assert_eq!(groups.len(), 1);
         let g = &groups[0];
         assert_eq!(g.schedule, Schedule::Interval(Duration::parse("1m").unwrap()));
-        assert_eq!(g.rules[0].horizons.len(), 3);
+        let first = g.rules[0].forecast().unwrap();
+        assert_eq!(first.horizons.len(), 3);
         assert_eq!(g.rules[0].labels["team"], "infra");
-        assert_eq!(g.rules[0].history_points(), 14 * 1440);
+        assert_eq!(first.history_points(&g.rules[0].step), 14 * 1440);
         let defaults = Defaults::default();
-        assert_eq!(g.rules[1].model, defaults.model);
-        assert_eq!(g.rules[1].band, defaults.band);
+        assert_eq!(g.rules[1].forecast().unwrap().model, defaults.model);
+        assert_eq!(g.rules[1].forecast().unwrap().band, defaults.band);
     }
 
     #[test]
@@ -407,6 +592,74 @@ groups:
         assert!(err.contains("horizon 1h must be a whole number (>= 1) of steps of 7m"), "{err}");
         assert!(err.contains("horizon 14m is listed twice"), "{err}");
         assert!(err.contains("refit 5m is shorter than step 7m"), "{err}");
+    }
+
+    #[test]
+    fn anomaly_rules_with_one_or_several_channels() {
+        let groups = parse(
+            Path::new("rules/r.yaml"),
+            r#"groups:
+  - name: g
+    rules:
+      - anomaly: temp
+        expr: machine_temperature
+        step: 5m
+        detector: { type: autoencoder, model_file: models/temp.onnx }
+      - anomaly: host
+        channels:
+          - { name: cpu, expr: 'sum by (instance) (rate(node_cpu_seconds_total{mode!="idle"}[5m]))' }
+          - { name: mem, expr: 'node_memory_MemAvailable_bytes' }
+        on: [instance]
+        detector: { type: autoencoder, model_file: /abs/host.onnx }
+"#,
+            &Defaults::default(),
+        )
+        .unwrap();
+        let rules = &groups[0].rules;
+        let RuleKind::Anomaly(temp) = &rules[0].kind else { panic!("{:?}", rules[0]) };
+        assert_eq!(temp.channels, vec![Channel { name: "value".into(), expr: "machine_temperature".into() }]);
+        assert_eq!(temp.model_file, Path::new("rules/models/temp.onnx"), "relative to the rule file");
+        assert_eq!(rules[0].step, Duration::from_secs(300));
+        assert_eq!(rules[0].kind_name(), "anomaly");
+        let RuleKind::Anomaly(host) = &rules[1].kind else { panic!("{:?}", rules[1]) };
+        assert_eq!(host.channels.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["cpu", "mem"]);
+        assert_eq!(host.on.as_deref(), Some(&["instance".to_string()][..]));
+        assert_eq!(host.model_file, Path::new("/abs/host.onnx"));
+        assert!(rules[1].query().starts_with("cpu: sum by (instance)"), "{}", rules[1].query());
+    }
+
+    #[test]
+    fn anomaly_rule_problems() {
+        let err = load(
+            r#"groups:
+  - name: g
+    rules:
+      - anomaly: a
+        expr: up
+        band: 0.9
+        detector: { type: autoencoder, model_file: m.onnx }
+      - anomaly: b
+        channels: [{ name: x, expr: up }, { name: x, expr: 'rate(' }]
+      - anomaly: c
+        expr: up
+        channels: [{ name: 1x, expr: up }]
+        detector: { type: autoencoder, model_file: m.onnx }
+      - forecast: d
+        expr: up
+        detector: { type: autoencoder, model_file: m.onnx }
+"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(r#"rule 1, "a": `band` applies to `forecast` rules only"#), "{err}");
+        assert!(err.contains(r#"rule 2, "b": channel name "x" is listed twice"#), "{err}");
+        assert!(err.contains(r#"could not parse the expression of channel "x""#), "{err}");
+        assert!(err.contains(r#"rule 2, "b": rule needs a `detector`"#), "{err}");
+        assert!(err.contains(r#"rule 3, "c": set either `expr` or `channels`"#), "{err}");
+        assert!(err.contains(r#"rule 4, "d": `detector` applies to `anomaly` rules only"#), "{err}");
+        // an unknown detector type is a YAML error, with its line
+        let err = load("groups:\n  - name: g\n    rules:\n      - anomaly: e\n        expr: up\n        detector: { type: zscore }\n").unwrap_err().to_string();
+        assert!(err.contains("r.yaml:6") && err.contains("zscore"), "{err}");
     }
 
     #[test]

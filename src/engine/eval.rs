@@ -1,4 +1,5 @@
-//! Evaluating one rule: fetch what is new, fit or refit where due, score, and build its outputs.
+//! Evaluating one forecast rule: fetch what is new, fit or refit where due, score, and build its
+//! outputs.
 //!
 //! The first evaluation downloads `history` at `step` and fits a model per series; later ones
 //! download only the grid points since the previous evaluation. A series first seen in an
@@ -11,7 +12,7 @@ use std::time::Instant;
 
 use tokio::sync::Semaphore;
 
-use crate::config::Rule;
+use crate::config::{Forecast, Rule};
 use crate::exporter::{Metrics, SeriesOutput};
 use crate::models::{self, SeriesModel};
 use crate::source::{self, Labels, Series, Source};
@@ -34,6 +35,12 @@ pub enum EvalError {
     /// The query failed (after retries).
     #[error("query: {0}")]
     Query(#[from] source::Error),
+    /// The detector's model could not be loaded or run.
+    #[error("{0}")]
+    Model(String),
+    /// The channels' series could not be joined.
+    #[error("{0}")]
+    Join(String),
 }
 
 /// What an evaluation produced.
@@ -47,15 +54,16 @@ pub struct Outcome {
     pub warnings: Vec<String>,
 }
 
-/// The models of one rule, kept across evaluations (and across reloads that leave the rule as is).
+/// The models of one forecast rule, kept across evaluations (and across reloads that leave the
+/// rule as is).
 #[derive(Debug, Default)]
-pub struct RuleState {
+pub struct ForecastState {
     series: HashMap<Labels, SeriesModel>,
     /// End of the last successful query, Unix seconds.
     last_end: Option<i64>,
 }
 
-impl RuleState {
+impl ForecastState {
     /// Number of series with a model.
     pub fn series_count(&self) -> usize {
         self.series.len()
@@ -66,9 +74,11 @@ impl RuleState {
     ///
     /// # Errors
     /// A failed query; the state is then unchanged.
+    #[allow(clippy::too_many_arguments)]
     pub async fn evaluate(
         &mut self,
         rule: &Rule,
+        forecast: &Forecast,
         source: &dyn Source,
         metrics: &Metrics,
         pool: &FitPool,
@@ -77,7 +87,9 @@ impl RuleState {
     ) -> Result<Outcome, EvalError> {
         let step = rule.step.secs();
         let end = now - now.rem_euclid(step);
-        let history_start = end - (rule.history_points() as i64 - 1) * step;
+        let points = forecast.history_points(&rule.step);
+        let history_start = end - (points as i64 - 1) * step;
+        let expr = forecast.expr.as_str();
         let mut pending: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
         let mut fresh: Vec<Series> = Vec::new();
 
@@ -85,23 +97,23 @@ impl RuleState {
             Some(last) if !self.series.is_empty() => {
                 // Always ask for at least the newest grid point: it proves the source is up and
                 // the series still exist, even when no new point has come since the last run.
-                let answer = query(source, metrics, &rule.expr, (last + step).min(end), end, step).await?;
+                let answer = query(source, metrics, expr, (last + step).min(end), end, step).await?;
                 let (known, new): (Vec<Series>, Vec<Series>) =
                     answer.into_iter().partition(|s| self.series.contains_key(&key(&s.labels)));
                 if !new.is_empty() {
                     let wanted: std::collections::HashSet<Labels> = new.iter().map(|s| key(&s.labels)).collect();
-                    let history = query(source, metrics, &rule.expr, history_start, end, step).await?;
+                    let history = query(source, metrics, expr, history_start, end, step).await?;
                     fresh.extend(history.into_iter().filter(|s| wanted.contains(&key(&s.labels))));
                 }
                 for s in known {
                     pending.insert(key(&s.labels), s.samples);
                 }
             }
-            _ => fresh = query(source, metrics, &rule.expr, history_start, end, step).await?,
+            _ => fresh = query(source, metrics, expr, history_start, end, step).await?,
         }
         // A new series trains on all but its newest sample, which it then scores.
         for s in fresh {
-            let mut model = SeriesModel::new(step, rule.history_points()).calibrated(rule.band);
+            let mut model = SeriesModel::new(step, points).calibrated(forecast.band);
             let mut samples = s.samples;
             let last = samples.pop();
             samples.iter().for_each(|&(ts, v)| model.push(ts, v));
@@ -111,11 +123,11 @@ impl RuleState {
         }
 
         let mut outcome = Outcome::default();
-        self.refit_due(rule, &pending, metrics, pool, end, &mut outcome).await;
+        self.refit_due(&rule.step, forecast, &pending, metrics, pool, end, &mut outcome).await;
         for (labels, samples) in pending {
             if let Some(model) = self.series.get_mut(&labels) {
                 for (ts, v) in samples {
-                    model.observe(ts, v, rule.direction, rule.min_deviation);
+                    model.observe(ts, v, forecast.direction, forecast.min_deviation);
                 }
             }
         }
@@ -127,30 +139,32 @@ impl RuleState {
         for l in labels {
             let model = &self.series[l];
             let Some(point) = model.last_point() else { continue };
-            let forecasts = rule
+            let forecasts = forecast
                 .horizons
                 .iter()
                 .filter_map(|h| model.predict(point.ts + h.secs()).map(|f| (h.to_string(), f)))
                 .collect();
-            outcome.series.push(SeriesOutput::new(l, rule, point, forecasts));
+            outcome.series.push(SeriesOutput::forecast(l, rule, point, forecasts));
         }
         Ok(outcome)
     }
 
     /// Fits every series that is due, in parallel on the blocking pool.
+    #[allow(clippy::too_many_arguments)]
     async fn refit_due(
         &mut self,
-        rule: &Rule,
+        step: &crate::config::Duration,
+        forecast: &Forecast,
         pending: &HashMap<Labels, Vec<(i64, f64)>>,
         metrics: &Metrics,
         pool: &FitPool,
         end: i64,
         outcome: &mut Outcome,
     ) {
-        let step = rule.step.secs();
-        let reach = rule.horizons.iter().map(|h| h.secs()).max().unwrap_or(0);
-        let refit = rule.refit.secs();
-        let min_points = rule.model.min_points(&rule.step);
+        let min_points = forecast.model.min_points(step);
+        let step = step.secs();
+        let reach = forecast.horizons.iter().map(|h| h.secs()).max().unwrap_or(0);
+        let refit = forecast.refit.secs();
         // After a failed fit, wait this long (in sample time) before trying again.
         let retry_after = refit.min(10 * step);
         let mut tasks = tokio::task::JoinSet::new();
@@ -170,7 +184,7 @@ impl RuleState {
             let at_ts = start + (values.len() as i64 - 1) * step;
             // Long enough to score until the next refit and still reach the furthest horizon.
             let horizon = ((until - at_ts + refit + reach) / step + 2) as usize;
-            let (spec, band) = (rule.model.clone(), rule.band);
+            let (spec, band) = (forecast.model.clone(), forecast.band);
             tasks.spawn(async move {
                 let _permit = permit;
                 let began = Instant::now();
@@ -211,7 +225,7 @@ fn key(labels: &Labels) -> Labels {
     labels
 }
 
-async fn query(source: &dyn Source, metrics: &Metrics, expr: &str, start: i64, end: i64, step: i64) -> Result<Vec<Series>, source::Error> {
+pub(super) async fn query(source: &dyn Source, metrics: &Metrics, expr: &str, start: i64, end: i64, step: i64) -> Result<Vec<Series>, source::Error> {
     let began = Instant::now();
     let result = source.query_range(expr, start, end, step).await;
     metrics.observe_query(began.elapsed(), result.is_ok());
@@ -252,19 +266,11 @@ mod tests {
     }
 
     fn rule() -> Rule {
-        Rule {
-            name: "r".into(),
-            expr: "m".into(),
-            step: Duration::from_secs(60),
-            history: Duration::from_secs(3600),
-            refit: Duration::from_secs(600),
-            model: ModelSpec::Linear {},
-            band: 0.95,
-            horizons: vec![Duration::from_secs(300)],
-            direction: Default::default(),
-            min_deviation: 0.0,
-            labels: Default::default(),
+        let mut rule = crate::config::rules::test_forecast_rule("r", "m", ModelSpec::Linear {});
+        if let crate::config::RuleKind::Forecast(f) = &mut rule.kind {
+            f.horizons = vec![Duration::from_secs(300)];
         }
+        rule
     }
 
     #[tokio::test]
@@ -273,22 +279,23 @@ mod tests {
         let source = FakeSource { b_from: t0 + 180, a_until: Mutex::new(i64::MAX), queries: Mutex::new(vec![]) };
         let metrics = Metrics::register(&mut Registry::default());
         let pool = FitPool::new(2);
-        let (rule, mut state) = (rule(), RuleState::default());
+        let (rule, mut state) = (rule(), ForecastState::default());
+        let forecast = rule.forecast().unwrap();
         macro_rules! eval {
             ($now:expr) => {
-                state.evaluate(&rule, &source, &metrics, &pool, $now, 600).await.unwrap()
+                state.evaluate(&rule, forecast, &source, &metrics, &pool, $now, 600).await.unwrap()
             };
         }
         let first = eval!(t0 + 30);
         assert_eq!(first.fits, 1);
         assert_eq!(first.series.len(), 1);
-        assert_eq!(first.series[0].point.ts, t0);
+        assert_eq!(first.series[0].ts(), t0);
         assert_eq!(first.series[0].labels, vec![("rule".to_string(), "r".to_string()), ("s".to_string(), "a".to_string())]);
-        assert_eq!(first.series[0].forecasts[0].0, "5m");
+        assert_eq!(first.series[0].forecasts()[0].0, "5m");
 
         let second = eval!(t0 + 120);
         assert_eq!(second.fits, 0, "no refit before the cadence");
-        assert_eq!(second.series[0].point.ts, t0 + 120);
+        assert_eq!(second.series[0].ts(), t0 + 120);
 
         // `b` appears: its history is fetched once, and it gets its own model
         let third = eval!(t0 + 180);

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
-use super::eval::{FitPool, RuleState};
+use super::eval::FitPool;
+use super::RuleState;
 use crate::config::{RuleGroup, Schedule};
 use crate::exporter::{Exporter, Metrics, RuleId};
 use crate::source::Source;
@@ -126,7 +127,7 @@ async fn evaluate_group(
             return;
         }
         let id = RuleId { group: group.key.clone(), rule: rule.name.clone() };
-        let state = states.entry(rule.name.clone()).or_default();
+        let state = states.entry(rule.name.clone()).or_insert_with(|| RuleState::for_rule(rule));
         let started = unix_now();
         let began = Instant::now();
         let result = state.evaluate(rule, source.as_ref(), &ctx.metrics, &ctx.pool, started as i64, stale_after as i64).await;

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::eval::RuleState;
+use super::RuleState;
 use super::group::{self, Context};
 use crate::config::{GroupKey, RuleGroup};
 

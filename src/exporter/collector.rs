@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 
-use super::snapshot::{Exporter, RuleEntry, RuleId, SeriesOutput};
+use super::snapshot::{Exporter, RuleEntry, RuleId, SeriesOutput, Values};
 
 type Labels<'a> = Vec<(&'a str, &'a str)>;
 
@@ -44,15 +44,19 @@ fn rule_labels(id: &RuleId) -> Vec<(&'static str, String)> {
     vec![("rule", id.rule.clone()), ("rule_group", id.group.to_string())]
 }
 
-/// Point outputs: (name, help, value of a series).
-type PointFamily = (&'static str, &'static str, fn(&SeriesOutput) -> f64);
+/// Per-series outputs: (name, help, value of a series; None when its rule has no such value).
+type SeriesFamily = (&'static str, &'static str, fn(&SeriesOutput) -> Option<f64>);
 
-const POINT_FAMILIES: [PointFamily; 5] = [
-    ("pulsewatch_anomaly_score", "Deviation of the observation from the prediction: 0 on it, 1 at the band edge, above 1 outside the band", |s| s.point.score),
-    ("pulsewatch_y", "The observation that was scored", |s| s.point.y),
-    ("pulsewatch_yhat", "The prediction for the scored observation", |s| s.point.yhat),
-    ("pulsewatch_yhat_lower", "Lower edge of the prediction band", |s| s.point.lower),
-    ("pulsewatch_yhat_upper", "Upper edge of the prediction band", |s| s.point.upper),
+const SERIES_FAMILIES: [SeriesFamily; 6] = [
+    ("pulsewatch_anomaly_score", "How anomalous the series is now: 0 normal, 1 at the band edge or the detector's threshold, above 1 beyond it", |s| Some(s.score())),
+    ("pulsewatch_y", "The observation that was scored", |s| s.point().map(|p| p.y)),
+    ("pulsewatch_yhat", "The prediction for the scored observation", |s| s.point().map(|p| p.yhat)),
+    ("pulsewatch_yhat_lower", "Lower edge of the prediction band", |s| s.point().map(|p| p.lower)),
+    ("pulsewatch_yhat_upper", "Upper edge of the prediction band", |s| s.point().map(|p| p.upper)),
+    ("pulsewatch_reconstruction_error", "Mean squared error of the autoencoder's reconstruction of the newest window, in normalised units", |s| match s.values {
+        Values::Reconstruction { error, .. } => Some(error),
+        Values::Forecast { .. } => None,
+    }),
 ];
 
 /// Forecast outputs: (name, help, value of a forecast).
@@ -88,17 +92,17 @@ impl Collector for SnapshotCollector {
             .flat_map(|e| e.series.iter())
             .collect();
 
-        for (name, help, value) in POINT_FAMILIES {
+        for (name, help, value) in SERIES_FAMILIES {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for s in &fresh {
-                let labels = series_labels(s);
-                ConstGauge::new(value(s)).encode(family.encode_family(&labels)?)?;
+                let Some(v) = value(s) else { continue };
+                ConstGauge::new(v).encode(family.encode_family(&series_labels(s))?)?;
             }
         }
         for (name, help, value) in FORECAST_FAMILIES {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for s in &fresh {
-                for (horizon, forecast) in &s.forecasts {
+                for (horizon, forecast) in s.forecasts() {
                     let mut labels = series_labels(s);
                     labels.push(("horizon", horizon.as_str()));
                     labels.sort();

@@ -21,20 +21,76 @@ pub struct RuleId {
     pub rule: String,
 }
 
-/// One output series of a rule: its labels and the newest scored point with its forecasts.
+/// One output series of a rule: its labels and what its newest evaluation produced.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SeriesOutput {
     /// Output labels, sorted: input labels (minus `__name__`), `rule`, static labels.
     pub labels: Vec<(String, String)>,
-    /// The scored observation.
-    pub point: Point,
-    /// `(horizon as written, (point, lower, upper))`.
-    pub forecasts: Vec<(String, (f64, f64, f64))>,
+    /// The values exported for the series.
+    pub values: Values,
+}
+
+/// What a rule exports per series.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Values {
+    /// A forecast rule: the scored observation, and per horizon as written `(point, lower, upper)`.
+    Forecast {
+        /// The scored observation.
+        point: Point,
+        /// `(horizon as written, (point, lower, upper))`.
+        forecasts: Vec<(String, (f64, f64, f64))>,
+    },
+    /// A detector rule: the window ending at `ts`, its score and its reconstruction error.
+    Reconstruction {
+        /// Timestamp of the window's newest sample, Unix seconds.
+        ts: i64,
+        /// The error over the model's threshold.
+        score: f64,
+        /// The mean squared reconstruction error, in normalised units.
+        error: f64,
+    },
 }
 
 impl SeriesOutput {
+    /// The output of a forecast rule for an input series.
+    pub fn forecast(input: &Labels, rule: &Rule, point: Point, forecasts: Vec<(String, (f64, f64, f64))>) -> Self {
+        Self::new(input, rule, Values::Forecast { point, forecasts })
+    }
+
+    /// The anomaly score, whatever the rule's kind.
+    pub fn score(&self) -> f64 {
+        match &self.values {
+            Values::Forecast { point, .. } => point.score,
+            Values::Reconstruction { score, .. } => *score,
+        }
+    }
+
+    /// The timestamp of what was scored.
+    pub fn ts(&self) -> i64 {
+        match &self.values {
+            Values::Forecast { point, .. } => point.ts,
+            Values::Reconstruction { ts, .. } => *ts,
+        }
+    }
+
+    /// The scored point of a forecast rule.
+    pub fn point(&self) -> Option<&Point> {
+        match &self.values {
+            Values::Forecast { point, .. } => Some(point),
+            Values::Reconstruction { .. } => None,
+        }
+    }
+
+    /// The forecasts of a forecast rule (none for a detector).
+    pub fn forecasts(&self) -> &[(String, (f64, f64, f64))] {
+        match &self.values {
+            Values::Forecast { forecasts, .. } => forecasts,
+            Values::Reconstruction { .. } => &[],
+        }
+    }
+
     /// Builds the output labels for an input series of `rule`.
-    pub fn new(input: &Labels, rule: &Rule, point: Point, forecasts: Vec<(String, (f64, f64, f64))>) -> Self {
+    pub fn new(input: &Labels, rule: &Rule, values: Values) -> Self {
         let mut labels: BTreeMap<String, String> = BTreeMap::new();
         for (name, value) in input {
             if name == "__name__" {
@@ -53,7 +109,7 @@ impl SeriesOutput {
         }
         labels.extend(rule.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
         labels.insert("rule".into(), rule.name.clone());
-        Self { labels: labels.into_iter().collect(), point, forecasts }
+        Self { labels: labels.into_iter().collect(), values }
     }
 }
 
@@ -112,6 +168,8 @@ pub struct RuleEntry {
     pub stale_after: f64,
     /// The query, for `/api/v1/rules`.
     pub expr: String,
+    /// `forecast` or `anomaly`, for `/api/v1/rules`.
+    pub kind: &'static str,
     /// Counters and last-evaluation facts.
     pub status: RuleStatus,
 }
@@ -166,7 +224,7 @@ impl Exporter {
             s.rules.retain(|id, _| id.group != group.key || kept.contains(&id.rule));
             for rule in &group.rules {
                 let id = RuleId { group: group.key.clone(), rule: rule.name.clone() };
-                s.rules.entry(id).or_insert_with(|| Arc::new(RuleEntry { expr: rule.expr.clone(), ..Default::default() }));
+                s.rules.entry(id).or_insert_with(|| Arc::new(RuleEntry { expr: rule.query(), kind: rule.kind_name(), ..Default::default() }));
             }
             let missed = s.groups.get(&group.key).map_or(0, |g| g.missed);
             s.groups.insert(group.key.clone(), GroupInfo { interval, rules: names, missed });
@@ -232,19 +290,9 @@ mod tests {
     use crate::config::{Duration, Schedule};
 
     fn rule(labels: &[(&str, &str)]) -> Rule {
-        Rule {
-            name: "r".into(),
-            expr: "up".into(),
-            step: Duration::from_secs(60),
-            history: Duration::from_secs(3600),
-            refit: Duration::from_secs(600),
-            model: crate::models::ModelSpec::Linear {},
-            band: 0.9,
-            horizons: vec![],
-            direction: Default::default(),
-            min_deviation: 0.0,
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        }
+        let mut rule = crate::config::rules::test_forecast_rule("r", "up", crate::models::ModelSpec::Linear {});
+        rule.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        rule
     }
 
     #[test]
@@ -254,7 +302,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let point = Point { ts: 0, y: 0.0, yhat: 0.0, lower: 0.0, upper: 0.0, score: 0.0 };
-        let out = SeriesOutput::new(&input, &rule(&[("team", "infra")]), point, vec![]);
+        let out = SeriesOutput::forecast(&input, &rule(&[("team", "infra")]), point, vec![]);
         let got: Vec<(&str, &str)> = out.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(got, vec![("exported_rule", "x"), ("exported_team", "a"), ("job", "j"), ("rule", "r"), ("team", "infra")]);
     }
@@ -263,12 +311,12 @@ mod tests {
     fn renamed_labels_never_overwrite() {
         let input: Labels = [("rule", "a"), ("exported_rule", "b")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let point = Point { ts: 0, y: 0.0, yhat: 0.0, lower: 0.0, upper: 0.0, score: 0.0 };
-        let out = SeriesOutput::new(&input, &rule(&[]), point, vec![]);
+        let out = SeriesOutput::forecast(&input, &rule(&[]), point, vec![]);
         let got: Vec<(&str, &str)> = out.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(got, vec![("exported_exported_rule", "a"), ("exported_rule", "b"), ("rule", "r")]);
         // a static label may take the renamed name too
         let input: Labels = [("rule".to_string(), "a".to_string())].into();
-        let out = SeriesOutput::new(&input, &rule(&[("exported_rule", "x")]), point, vec![]);
+        let out = SeriesOutput::forecast(&input, &rule(&[("exported_rule", "x")]), point, vec![]);
         let got: Vec<(&str, &str)> = out.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(got, vec![("exported_exported_rule", "a"), ("exported_rule", "x"), ("rule", "r")]);
     }
@@ -280,7 +328,7 @@ mod tests {
         exporter.set_group(&group, 60.0, &[]);
         let id = RuleId { group: group.key.clone(), rule: "r".into() };
         let point = Point { ts: 0, y: 1.0, yhat: 1.0, lower: 0.0, upper: 2.0, score: 0.0 };
-        let out = SeriesOutput::new(&Labels::new(), &group.rules[0], point, vec![]);
+        let out = SeriesOutput::forecast(&Labels::new(), &group.rules[0], point, vec![]);
         exporter.record(&id, 100.0, 1.0, Ok((vec![out], 1, 1)), 120.0);
         exporter.record(&id, 160.0, 1.0, Err("down".into()), 120.0);
         let snap = exporter.load();

@@ -36,7 +36,7 @@ pub(super) async fn rules(State(state): State<AppState>) -> Json<Value> {
                     let mut rule = json!({
                         "name": name,
                         "query": entry.expr,
-                        "type": "forecast",
+                        "type": entry.kind,
                         "health": s.health.as_str(),
                         "evaluationTime": s.evaluation_seconds,
                         "lastEvaluation": rfc3339(s.last_evaluation),

@@ -11,19 +11,6 @@ use crate::harness::*;
 /// `end_away_from_grid_boundary`), so rows 2987 (before the jump) to 2994 are scored.
 const JUMP_CUTS: [usize; 8] = [2988, 2989, 2990, 2991, 2992, 2993, 2994, 2995];
 
-/// An end time for the backfill at least two minutes before the next 5-minute boundary, so the
-/// first evaluation's grid (aligned down to 5m) always scores each cut's second-newest sample:
-/// the points scored, and so the assertions below, do not depend on when the test runs.
-fn end_away_from_grid_boundary() -> i64 {
-    loop {
-        let now = unix_now();
-        if now % 300 < 180 {
-            return now;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
-}
-
 fn cut(dataset: &str, values: &[f64], at: usize, extra: &[(&str, &str)]) -> Backfill {
     let mut labels = vec![("dataset".to_string(), dataset.to_string()), ("cut".to_string(), at.to_string())];
     labels.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));

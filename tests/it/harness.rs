@@ -45,7 +45,21 @@ pub(crate) fn datasets_dir() -> PathBuf {
     std::env::var("NAB_DIR").map(PathBuf::from).unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/nab"))
 }
 
-/// One backfilled series: labels and values 5 minutes apart, the last at `end`.
+/// An end time for the backfill at least two minutes before the next 5-minute boundary, so the
+/// first evaluation's grid (aligned down to 5m) always scores each cut's second-newest sample:
+/// the points scored, and so a test's assertions, do not depend on when it runs.
+pub(crate) fn end_away_from_grid_boundary() -> i64 {
+    loop {
+        let now = unix_now();
+        if now % 300 < 180 {
+            return now;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// One backfilled series (metric `nab_value`): labels and values 5 minutes apart, the last at
+/// `end`.
 pub(crate) struct Backfill {
     pub(crate) labels: Vec<(String, String)>,
     pub(crate) values: Vec<f64>,

@@ -1,6 +1,7 @@
 //! The one integration-test binary: real `prometheus` and `promtool`, the real `pulsewatch` binary.
 
 mod alerting;
+mod autoencoder;
 mod backtest;
 mod cli;
 mod dashboards;

@@ -1,0 +1,322 @@
+//! The ONNX autoencoder detector: a model that reconstructs a window of the last N samples of
+//! one or more channels, run with tract. A window it cannot reconstruct well is anomalous.
+//!
+//! The model file is self-contained: besides the graph it carries, in the ONNX `metadata_props`
+//! entry `pulsewatch` (a JSON object), the per-channel normalisation and the calibrated
+//! threshold. One file means a model and its statistics are always swapped together.
+//!
+//! ```json
+//! {"format": 1, "channels": [{"name": "value", "mean": 85.2, "std": 12.1}],
+//!  "threshold": 0.41, "step_seconds": 300}
+//! ```
+//!
+//! The input is `[batch, window, channels]` of z-scores, `(x - mean) / std` per channel; the
+//! output is the reconstruction, of the same shape. The reconstruction error of a window is the
+//! mean squared difference over all its values; the score is that error over `threshold`, so a
+//! score of 1 is the threshold, as for forecast rules.
+
+pub mod window;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tract_onnx::prelude::*;
+
+use crate::config::{Anomaly, Channel, Duration};
+
+/// The `metadata_props` key that holds pulsewatch's metadata.
+pub const METADATA_KEY: &str = "pulsewatch";
+
+/// Most windows in one tract call: bounds the input tensor of a rule with very many series.
+const MAX_BATCH: usize = 1024;
+
+/// A model that could not be loaded, or does not fit its rule.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("model file {}: {cause}", path.display())]
+pub struct LoadError {
+    /// The model file.
+    pub path: PathBuf,
+    /// What is wrong: the decoder's or tract's message, the shape, the metadata.
+    pub cause: String,
+}
+
+/// Normalisation of one channel, from the model's metadata.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct ChannelStats {
+    /// The channel's name; a rule lists its channels in the same order with the same names.
+    pub name: String,
+    /// Mean of the training values.
+    pub mean: f64,
+    /// Standard deviation of the training values.
+    pub std: f64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Metadata {
+    format: u32,
+    channels: Vec<ChannelStats>,
+    threshold: f64,
+    #[serde(default)]
+    step_seconds: Option<i64>,
+}
+
+/// A loaded, optimised autoencoder with its normalisation and threshold.
+#[derive(Debug)]
+pub struct Autoencoder {
+    plan: Arc<TypedRunnableModel>,
+    window: usize,
+    channels: Vec<ChannelStats>,
+    threshold: f64,
+    step_seconds: Option<i64>,
+    /// The batch dimension is symbolic: many windows go in one call.
+    batched: bool,
+}
+
+impl Autoencoder {
+    /// Reads and loads a model file.
+    ///
+    /// # Errors
+    /// The file cannot be read, is not a model tract can run, has no valid pulsewatch metadata,
+    /// or its shapes are not `[batch, window, channels]` in and out.
+    pub fn load(path: &Path) -> Result<Self, LoadError> {
+        let error = |cause: String| LoadError { path: path.to_path_buf(), cause };
+        // Read into memory rather than let tract map the file: a model replaced in place
+        // while mapped would fault the process.
+        let bytes = std::fs::read(path).map_err(|err| error(format!("reading: {err}")))?;
+        Self::from_bytes(&bytes).map_err(error)
+    }
+
+    /// Loads the model of a detector rule and checks that it fits the rule.
+    ///
+    /// # Errors
+    /// As [`Autoencoder::load`], and what [`Autoencoder::check_rule`] finds.
+    pub fn load_for_rule(anomaly: &Anomaly, step: &Duration) -> Result<Self, LoadError> {
+        let model = Self::load(&anomaly.model_file)?;
+        model.check_rule(&anomaly.channels, step).map_err(|cause| LoadError { path: anomaly.model_file.clone(), cause })?;
+        Ok(model)
+    }
+
+    /// Loads a model from its bytes. tract panics on some malformed graphs, so the panic is
+    /// caught and reported as an error.
+    ///
+    /// # Errors
+    /// As [`Autoencoder::load`], without the file name.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        match catch_unwind(AssertUnwindSafe(|| Self::build(bytes))) {
+            Ok(result) => result,
+            Err(panic) => {
+                let what = panic.downcast_ref::<String>().map(String::as_str).or_else(|| panic.downcast_ref::<&str>().copied());
+                Err(format!("tract panicked loading the model: {}", what.unwrap_or("no message")))
+            }
+        }
+    }
+
+    fn build(bytes: &[u8]) -> Result<Self, String> {
+        let onnx = tract_onnx::onnx();
+        let proto = onnx.proto_model_for_read(&mut &bytes[..]).map_err(|err| format!("not an ONNX model: {err:#}"))?;
+        let model = onnx.model_for_proto_model(&proto).map_err(|err| format!("unsupported model: {err:#}"))?;
+        let metadata = metadata(&proto)?;
+        let typed = model.into_typed().map_err(|err| format!("unsupported model: {err:#}"))?;
+        if typed.inputs.len() != 1 || typed.outputs.len() != 1 {
+            return Err(format!("the model has {} inputs and {} outputs; an autoencoder has one of each", typed.inputs.len(), typed.outputs.len()));
+        }
+        let shape = |fact: TractResult<&TypedFact>| fact.map(|f| f.shape.dims().to_vec()).map_err(|err| format!("{err:#}"));
+        let input = shape(typed.input_fact(0))?;
+        let output = shape(typed.output_fact(0))?;
+        let dims = |d: &[TDim]| d.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        let fixed = |d: &TDim| d.to_i64().ok().filter(|n| *n > 0).map(|n| n as usize);
+        let (window, channels) = match input.as_slice() {
+            [_, n, c] => match (fixed(n), fixed(c)) {
+                (Some(n), Some(c)) => (n, c),
+                _ => return Err(format!("input shape [{}]: window and channels must be fixed sizes", dims(&input))),
+            },
+            _ => return Err(format!("input shape [{}]: expected [batch, window, channels]", dims(&input))),
+        };
+        if output != input {
+            return Err(format!("output shape [{}] differs from input shape [{}]; an autoencoder reconstructs its input", dims(&output), dims(&input)));
+        }
+        let batched = match fixed(&input[0]) {
+            None => true,
+            Some(1) => false,
+            Some(n) => return Err(format!("input shape [{}]: the batch dimension must be symbolic or 1, not {n}", dims(&input))),
+        };
+        if metadata.channels.len() != channels {
+            return Err(format!("input shape [{}] has {channels} channels but the metadata describes {}", dims(&input), metadata.channels.len()));
+        }
+        let plan = typed
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|err| format!("optimising the model: {err:#}"))?;
+        Ok(Self { plan, window, channels: metadata.channels, threshold: metadata.threshold, step_seconds: metadata.step_seconds, batched })
+    }
+
+    /// Samples per window (the model's input length).
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    /// The channels, in the model's order.
+    pub fn channels(&self) -> &[ChannelStats] {
+        &self.channels
+    }
+
+    /// The reconstruction error that scores 1.
+    pub fn threshold(&self) -> f64 {
+        self.threshold
+    }
+
+    /// Whether one call scores many windows.
+    pub fn batched(&self) -> bool {
+        self.batched
+    }
+
+    /// Checks that the model scores what a rule queries: the same channels in the same order,
+    /// at the step the model was trained at.
+    ///
+    /// # Errors
+    /// What does not match.
+    pub fn check_rule(&self, channels: &[Channel], step: &Duration) -> Result<(), String> {
+        let ours: Vec<&str> = channels.iter().map(|c| c.name.as_str()).collect();
+        let model: Vec<&str> = self.channels.iter().map(|c| c.name.as_str()).collect();
+        if ours != model {
+            return Err(format!("the rule's channels {ours:?} are not the model's channels {model:?} (same names, same order)"));
+        }
+        match self.step_seconds {
+            Some(trained) if trained != step.secs() => {
+                Err(format!("the model was trained on samples {} apart, the rule's step is {step}", Duration::from_secs(trained as u64)))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The reconstruction error of each window. `values` holds the windows one after another,
+    /// each `window × channels` raw values, time-major (all channels of the oldest sample
+    /// first).
+    ///
+    /// # Errors
+    /// tract failed to run the model, or `values` is not a whole number of windows.
+    pub fn reconstruction_errors(&self, values: &[f64]) -> Result<Vec<f64>, String> {
+        let size = self.window * self.channels.len();
+        if values.len() % size != 0 {
+            return Err(format!("{} values are not a whole number of windows of {size}", values.len()));
+        }
+        let z: Vec<f32> = values
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                let c = &self.channels[i % self.channels.len()];
+                ((x - c.mean) / c.std) as f32
+            })
+            .collect();
+        let per_call = if self.batched { MAX_BATCH } else { 1 };
+        let mut errors = Vec::with_capacity(values.len() / size);
+        for chunk in z.chunks(per_call * size) {
+            let batch = chunk.len() / size;
+            let input = Tensor::from_shape(&[batch, self.window, self.channels.len()], chunk).map_err(|err| format!("{err:#}"))?;
+            let output = self.plan.run(tvec!(input.into_tvalue())).map_err(|err| format!("running the model: {err:#}"))?;
+            let view = output[0].try_as_plain_ram().map_err(|err| format!("{err:#}"))?;
+            let reconstruction = view.as_slice::<f32>().map_err(|err| format!("model output: {err:#}"))?;
+            if reconstruction.len() != chunk.len() {
+                return Err(format!("the model returned {} values for {} inputs", reconstruction.len(), chunk.len()));
+            }
+            errors.extend(chunk.chunks(size).zip(reconstruction.chunks(size)).map(|(x, r)| {
+                x.iter().zip(r).map(|(x, r)| f64::from(x - r).powi(2)).sum::<f64>() / size as f64
+            }));
+        }
+        Ok(errors)
+    }
+}
+
+/// Reads and checks the `pulsewatch` entry of the model's `metadata_props`.
+fn metadata(proto: &tract_onnx::pb::ModelProto) -> Result<Metadata, String> {
+    let Some(entry) = proto.metadata_props.iter().find(|e| e.key == METADATA_KEY) else {
+        return Err(format!("no `{METADATA_KEY}` entry in the model's metadata_props: it carries the normalisation and threshold (see examples/autoencoder/train.py)"));
+    };
+    let meta: Metadata = serde_json::from_str(&entry.value).map_err(|err| format!("metadata `{METADATA_KEY}`: {err}"))?;
+    if meta.format != 1 {
+        return Err(format!("metadata `{METADATA_KEY}`: format {} is not supported (only 1)", meta.format));
+    }
+    if !(meta.threshold.is_finite() && meta.threshold > 0.0) {
+        return Err(format!("metadata `{METADATA_KEY}`: threshold {} must be a positive number", meta.threshold));
+    }
+    for c in &meta.channels {
+        if !(c.mean.is_finite() && c.std.is_finite() && c.std > 0.0) {
+            return Err(format!("metadata `{METADATA_KEY}`: channel {:?} needs a finite mean and a positive std", c.name));
+        }
+    }
+    if meta.step_seconds.is_some_and(|s| s < 1) {
+        return Err(format!("metadata `{METADATA_KEY}`: step_seconds must be at least 1"));
+    }
+    Ok(meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/models").join(name)
+    }
+
+    fn load_err(name: &str) -> String {
+        Autoencoder::load(&fixture(name)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn scores_are_the_normalised_squared_error_over_the_threshold() {
+        let model = Autoencoder::load(&fixture("zero_w4_c2.onnx")).unwrap();
+        assert_eq!((model.window(), model.channels().len(), model.batched()), (4, 2, true));
+        assert_eq!(model.threshold(), 2.0);
+        // channel a: mean 10, std 2; channel b: mean 100, std 10. The model outputs zeros, so the
+        // error is the mean of the squared z-scores.
+        let on_mean = [10.0, 100.0].repeat(4);
+        let one_sd = [10.0, 100.0, 12.0, 110.0, 8.0, 90.0, 10.0, 100.0];
+        let three_sd = [16.0, 130.0].repeat(4);
+        let windows: Vec<f64> = [on_mean.as_slice(), &one_sd, &three_sd].concat();
+        let errors = model.reconstruction_errors(&windows).unwrap();
+        assert_eq!(errors, vec![0.0, 0.5, 9.0]);
+        assert!(model.reconstruction_errors(&windows[..5]).is_err(), "not a whole window");
+    }
+
+    #[test]
+    fn a_fixed_batch_of_one_scores_windows_one_by_one() {
+        let model = Autoencoder::load(&fixture("fixed_batch_w4_c1.onnx")).unwrap();
+        assert!(!model.batched());
+        let errors = model.reconstruction_errors(&[1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 0.0, 0.0, 0.0, 3.0]).unwrap();
+        assert_eq!(errors, vec![1.0, 4.0, 2.25]);
+    }
+
+    #[test]
+    fn bad_models_get_errors_naming_the_file_and_the_cause() {
+        let err = load_err("unsupported_op.onnx");
+        assert!(err.contains("unsupported_op.onnx") && err.contains("PulsewatchNoSuchOp"), "{err}");
+        let err = load_err("bad_output_shape.onnx");
+        assert!(err.contains("output shape [batch, 2, 1] differs from input shape [batch, 4, 1]"), "{err}");
+        let err = load_err("no_metadata.onnx");
+        assert!(err.contains("no `pulsewatch` entry in the model's metadata_props"), "{err}");
+        let err = load_err("does_not_exist.onnx");
+        assert!(err.contains("does_not_exist.onnx: reading"), "{err}");
+        // a truncated model and bytes that are no model at all
+        let bytes = std::fs::read(fixture("zero_w4_c2.onnx")).unwrap();
+        let err = Autoencoder::from_bytes(&bytes[..bytes.len() / 2]).unwrap_err();
+        assert!(err.contains("not an ONNX model"), "{err}");
+        let err = Autoencoder::from_bytes(b"\xff\xfe this is not protobuf").unwrap_err();
+        assert!(err.contains("not an ONNX model"), "{err}");
+    }
+
+    #[test]
+    fn rule_must_match_the_model_channels_and_step() {
+        let model = Autoencoder::load(&fixture("zero_w4_c2.onnx")).unwrap();
+        let channel = |name: &str| Channel { name: name.into(), expr: "up".into() };
+        let minute = Duration::from_secs(60);
+        assert!(model.check_rule(&[channel("a"), channel("b")], &minute).is_ok());
+        let err = model.check_rule(&[channel("b"), channel("a")], &minute).unwrap_err();
+        assert!(err.contains(r#"the rule's channels ["b", "a"] are not the model's channels ["a", "b"]"#), "{err}");
+        let err = model.check_rule(&[channel("a")], &minute).unwrap_err();
+        assert!(err.contains("not the model's channels"), "{err}");
+        let err = model.check_rule(&[channel("a"), channel("b")], &Duration::from_secs(300)).unwrap_err();
+        assert!(err.contains("trained on samples 1m apart, the rule's step is 5m"), "{err}");
+    }
+}

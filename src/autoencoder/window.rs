@@ -1,0 +1,145 @@
+//! From query answers to model windows: join the channels' series on their labels, put them on
+//! the step grid, and cut the last `n` grid points into a window.
+//!
+//! The live detector and `pulsewatch export-windows` both use this, so a model is trained on
+//! windows built exactly as the ones it scores.
+
+use std::collections::BTreeMap;
+
+use crate::exporter::format_labels;
+use crate::source::{Labels, Series};
+
+/// Share of a window's grid points that must hold data; the rest are filled from neighbours.
+const MIN_PRESENT: f64 = 0.75;
+
+/// The identity of a joined series: its labels without `__name__`, or only the `on` labels.
+pub fn join_key(labels: &Labels, on: Option<&[String]>) -> Labels {
+    match on {
+        Some(on) => labels.iter().filter(|(k, _)| on.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+        None => labels.iter().filter(|(k, _)| k.as_str() != "__name__").map(|(k, v)| (k.clone(), v.clone())).collect(),
+    }
+}
+
+/// Joins one answer per channel into, per key, the samples of every channel (in channel order).
+/// Keys missing from any channel are dropped: a window needs all of them.
+///
+/// # Errors
+/// Two series of one channel share a key (as PromQL refuses many-to-one matching without
+/// grouping); the message names the channel and the labels.
+pub fn join(answers: Vec<(&str, Vec<Series>)>, on: Option<&[String]>) -> Result<BTreeMap<Labels, Vec<Vec<(i64, f64)>>>, String> {
+    let count = answers.len();
+    let mut joined: BTreeMap<Labels, Vec<Option<Vec<(i64, f64)>>>> = BTreeMap::new();
+    for (c, (name, series)) in answers.into_iter().enumerate() {
+        for s in series {
+            let key = join_key(&s.labels, on);
+            let slot = &mut joined.entry(key.clone()).or_insert_with(|| vec![None; count])[c];
+            if slot.is_some() {
+                return Err(format!(
+                    "channel {name:?}: more than one series has the labels {}; aggregate them (`sum by (...)`) or set `on`",
+                    format_labels(&key)
+                ));
+            }
+            *slot = Some(s.samples);
+        }
+    }
+    Ok(joined.into_iter().filter_map(|(key, channels)| Some((key, channels.into_iter().collect::<Option<Vec<_>>>()?))).collect())
+}
+
+/// Puts each channel's samples on the grid `start + i * step`, `i < len`: per grid point the
+/// values of all channels, or `None` where any channel has no sample.
+pub fn align(channels: &[Vec<(i64, f64)>], start: i64, step: i64, len: usize) -> Vec<Option<Vec<f64>>> {
+    let mut grid: Vec<Vec<Option<f64>>> = vec![vec![None; channels.len()]; len];
+    for (c, samples) in channels.iter().enumerate() {
+        for &(ts, v) in samples {
+            let offset = ts - start;
+            if offset >= 0 && offset % step == 0 && ((offset / step) as usize) < len && v.is_finite() {
+                grid[(offset / step) as usize][c] = Some(v);
+            }
+        }
+    }
+    grid.into_iter().map(|point| point.into_iter().collect()).collect()
+}
+
+/// The window of the `n` grid points ending at index `last`, time-major, or `None` when its
+/// newest point is missing or fewer than 3/4 of its points hold data. Gaps take the previous
+/// point's values (the first points, the first present one's).
+pub fn window(grid: &[Option<Vec<f64>>], last: usize, n: usize) -> Option<Vec<f64>> {
+    if n == 0 || last + 1 < n || last >= grid.len() {
+        return None;
+    }
+    let points = &grid[last + 1 - n..=last];
+    grid[last].as_ref()?;
+    let present = points.iter().filter(|p| p.is_some()).count();
+    if (present as f64) < MIN_PRESENT * n as f64 {
+        return None;
+    }
+    let mut fill = points.iter().flatten().next()?;
+    let mut values = Vec::with_capacity(n * fill.len());
+    for point in points {
+        if let Some(p) = point {
+            fill = p;
+        }
+        values.extend_from_slice(fill);
+    }
+    Some(values)
+}
+
+/// Every complete window of `n` points over the grid, newest point advancing by `stride`:
+/// `(index of its newest point, values)`.
+pub fn windows(grid: &[Option<Vec<f64>>], n: usize, stride: usize) -> impl Iterator<Item = (usize, Vec<f64>)> + '_ {
+    (n.max(1) - 1..grid.len()).step_by(stride.max(1)).filter_map(move |last| Some((last, window(grid, last, n)?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> Series {
+        Series { labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), samples: samples.to_vec() }
+    }
+
+    #[test]
+    fn joins_channels_on_labels_or_on_a_subset() {
+        let cpu = vec![series(&[("__name__", "cpu"), ("instance", "a")], &[(0, 1.0)]), series(&[("__name__", "cpu"), ("instance", "b")], &[(0, 2.0)])];
+        let mem = vec![series(&[("__name__", "mem"), ("instance", "a")], &[(0, 10.0)])];
+        let joined = join(vec![("cpu", cpu.clone()), ("mem", mem.clone())], None).unwrap();
+        assert_eq!(joined.len(), 1, "b has no mem: not scored");
+        let key: Labels = [("instance".to_string(), "a".to_string())].into();
+        assert_eq!(joined[&key], vec![vec![(0, 1.0)], vec![(0, 10.0)]]);
+
+        // with `on`, extra labels do not stop the join
+        let mem = vec![series(&[("instance", "a"), ("job", "node")], &[(0, 10.0)])];
+        assert!(join(vec![("cpu", cpu.clone()), ("mem", mem.clone())], None).unwrap().is_empty());
+        let on = ["instance".to_string()];
+        assert_eq!(join(vec![("cpu", cpu), ("mem", mem)], Some(&on)).unwrap().len(), 1);
+
+        // two series of one channel on one key: refused, naming the channel and the labels
+        let twice = vec![series(&[("instance", "a"), ("cpu", "0")], &[]), series(&[("instance", "a"), ("cpu", "1")], &[])];
+        let err = join(vec![("cpu", twice)], Some(&on)).unwrap_err();
+        assert!(err.contains(r#"channel "cpu""#) && err.contains(r#"{instance="a"}"#), "{err}");
+    }
+
+    #[test]
+    fn aligns_and_fills_small_gaps_only() {
+        // two channels on a grid of 8 from t=100 step 10; channel 1 misses t=120, channel 0 t=150
+        let a: Vec<(i64, f64)> = (0..8).filter(|i| *i != 5).map(|i| (100 + 10 * i, i as f64)).collect();
+        let b: Vec<(i64, f64)> = (0..8).filter(|i| *i != 2).map(|i| (100 + 10 * i, 10.0 * i as f64)).chain([(105, 99.0)]).collect();
+        let grid = align(&[a, b], 100, 10, 8);
+        assert_eq!(grid[0], Some(vec![0.0, 0.0]));
+        assert_eq!(grid[2], None, "a point needs every channel");
+        assert_eq!(grid[5], None);
+        // the window of 4 ending at 3: points 0..=3, point 2 filled from point 1
+        assert_eq!(window(&grid, 3, 4), Some(vec![0.0, 0.0, 1.0, 10.0, 1.0, 10.0, 3.0, 30.0]));
+        // ending at 5: the newest point is missing
+        assert_eq!(window(&grid, 5, 4), None);
+        // ending at 7 over 6 points: 2 of 6 missing is more than a quarter
+        assert_eq!(window(&grid, 7, 6), None);
+        assert_eq!(window(&grid, 7, 4).map(|w| w.len()), Some(8));
+        // not enough points before `last`
+        assert_eq!(window(&grid, 2, 4), None);
+        // sliding: every end but 5, whose newest point is missing
+        let ends: Vec<usize> = windows(&grid, 4, 1).map(|(last, _)| last).collect();
+        assert_eq!(ends, [3, 4, 6, 7]);
+        assert_eq!(windows(&grid, 4, 3).map(|(last, _)| last).collect::<Vec<_>>(), [3, 6]);
+    }
+}

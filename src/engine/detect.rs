@@ -1,0 +1,226 @@
+//! Evaluating one detector rule: query the last window of every channel, join the channels on
+//! their labels, and score all series in one batched model call.
+//!
+//! A detector keeps no per-series state: each evaluation queries only the model's window, so a
+//! new series is scored as soon as it has one. The model is loaded on the first evaluation and
+//! again whenever its file changes, so a retrained model is picked up without a restart.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::eval::{query, EvalError, Outcome};
+use crate::autoencoder::{window, Autoencoder};
+use crate::config::{Anomaly, Rule};
+use crate::exporter::{Metrics, SeriesOutput, Values};
+use crate::source::Source;
+
+/// What identifies one version of a model file: a rename, a rewrite or a copy changes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Fingerprint {
+    len: u64,
+    modified: Option<SystemTime>,
+    #[cfg(unix)]
+    inode: (u64, u64),
+}
+
+impl Fingerprint {
+    fn of(path: &Path) -> std::io::Result<Self> {
+        let meta = std::fs::metadata(path)?;
+        Ok(Self {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            #[cfg(unix)]
+            inode: {
+                use std::os::unix::fs::MetadataExt;
+                (meta.dev(), meta.ino())
+            },
+        })
+    }
+}
+
+/// The model of one detector rule, and the version of the file it came from.
+#[derive(Debug, Default)]
+pub struct DetectorState {
+    /// The file's fingerprint when last loaded, and what loading it gave.
+    loaded: Option<(Fingerprint, Result<Arc<Autoencoder>, String>)>,
+    series: usize,
+}
+
+impl DetectorState {
+    /// Series scored by the last evaluation.
+    pub fn series_count(&self) -> usize {
+        self.series
+    }
+
+    /// The rule's model, (re)loaded if its file changed since the last load. A model that
+    /// failed to load is not retried until the file changes.
+    async fn model(&mut self, rule: &Rule, anomaly: &Anomaly) -> Result<Arc<Autoencoder>, EvalError> {
+        let path = &anomaly.model_file;
+        let fingerprint = Fingerprint::of(path).map_err(|err| EvalError::Model(format!("model file {}: {err}", path.display())))?;
+        if self.loaded.as_ref().is_none_or(|(f, _)| *f != fingerprint) {
+            let (anomaly_, step) = (anomaly.clone(), rule.step.clone());
+            let loaded = tokio::task::spawn_blocking(move || Autoencoder::load_for_rule(&anomaly_, &step).map(Arc::new).map_err(|err| err.to_string()))
+            .await
+            .unwrap_or_else(|panic| Err(format!("model file {}: loading panicked: {panic}", path.display())));
+            match &loaded {
+                Ok(model) => tracing::info!(rule = %rule.name, file = %path.display(), window = model.window(), channels = model.channels().len(), batched = model.batched(), "model loaded"),
+                Err(err) => tracing::error!(rule = %rule.name, error = %err, "model not loaded"),
+            }
+            self.loaded = Some((fingerprint, loaded));
+        }
+        match &self.loaded {
+            Some((_, Ok(model))) => Ok(model.clone()),
+            Some((_, Err(err))) => Err(EvalError::Model(err.clone())),
+            None => unreachable!("set above"),
+        }
+    }
+
+    /// Runs one evaluation at wall time `now` (Unix seconds).
+    ///
+    /// # Errors
+    /// The model cannot be loaded or run, a query failed, or a channel's series cannot be
+    /// joined. The outputs of the previous evaluation then stay until they are stale.
+    pub async fn evaluate(&mut self, rule: &Rule, anomaly: &Anomaly, source: &dyn Source, metrics: &Metrics, now: i64) -> Result<Outcome, EvalError> {
+        let model = self.model(rule, anomaly).await?;
+        let step = rule.step.secs();
+        let end = now - now.rem_euclid(step);
+        let n = model.window();
+        let start = end - (n as i64 - 1) * step;
+        let mut answers = Vec::with_capacity(anomaly.channels.len());
+        for channel in &anomaly.channels {
+            answers.push((channel.name.as_str(), query(source, metrics, &channel.expr, start, end, step).await?));
+        }
+        let joined = window::join(answers, anomaly.on.as_deref()).map_err(EvalError::Join)?;
+        let mut keys = Vec::new();
+        let mut values = Vec::new();
+        for (key, channels) in joined {
+            let grid = window::align(&channels, start, step, n);
+            if let Some(w) = window::window(&grid, n - 1, n) {
+                keys.push(key);
+                values.extend(w);
+            }
+        }
+        let errors = if keys.is_empty() {
+            vec![]
+        } else {
+            let scorer = model.clone();
+            tokio::task::spawn_blocking(move || scorer.reconstruction_errors(&values))
+                .await
+                .unwrap_or_else(|panic| Err(format!("the model panicked: {panic}")))
+                .map_err(|err| EvalError::Model(format!("model file {}: {err}", anomaly.model_file.display())))?
+        };
+        let mut outcome = Outcome::default();
+        for (key, error) in keys.iter().zip(errors) {
+            if !error.is_finite() {
+                outcome.warnings.push(format!("series {}: the reconstruction error is {error}", crate::exporter::format_labels(key)));
+                continue;
+            }
+            let score = error / model.threshold();
+            outcome.series.push(SeriesOutput::new(key, rule, Values::Reconstruction { ts: end, score, error }));
+        }
+        self.series = outcome.series.len();
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Channel, RuleKind};
+    use crate::source::{self, Labels, Series};
+    use futures::future::BoxFuture;
+    use futures::FutureExt;
+    use prometheus_client::registry::Registry;
+
+    /// Answers constant series: `cpu` for instances a and b, `mem` and `value` for a only.
+    struct Constant;
+
+    impl Source for Constant {
+        fn query_range<'a>(&'a self, expr: &'a str, start: i64, end: i64, step: i64) -> BoxFuture<'a, Result<Vec<Series>, source::Error>> {
+            let make = |instance: &str, v: f64| Series {
+                labels: Labels::from([("__name__".into(), expr.into()), ("instance".into(), instance.into())]),
+                samples: (start..=end).step_by(step as usize).map(|t| (t, v)).collect(),
+            };
+            let out = match expr {
+                "cpu" => vec![make("a", 14.0), make("b", 10.0)],
+                "mem" => vec![make("a", 100.0)],
+                _ => vec![make("a", 3.0)],
+            };
+            async move { Ok(out) }.boxed()
+        }
+    }
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/models").join(name)
+    }
+
+    fn rule(channels: &[&str], model_file: &Path) -> (Rule, Anomaly) {
+        let anomaly = Anomaly {
+            channels: channels.iter().map(|c| Channel { name: (*c).into(), expr: (*c).into() }).collect(),
+            on: None,
+            model_file: model_file.to_path_buf(),
+        };
+        let rule = Rule { name: "ae".into(), step: crate::config::Duration::from_secs(60), labels: Default::default(), kind: RuleKind::Anomaly(anomaly.clone()) };
+        (rule, anomaly)
+    }
+
+    #[tokio::test]
+    async fn scores_joined_channels_in_one_call() {
+        // zero_w4_c2: channels a (mean 10, std 2) and b (mean 100, std 10), threshold 2
+        let metrics = Metrics::register(&mut Registry::default());
+        let (rule, mut anomaly) = rule(&["cpu", "mem"], &fixture("zero_w4_c2.onnx"));
+        let mut state = DetectorState::default();
+        let err = state.evaluate(&rule, &anomaly, &Constant, &metrics, 6_000_030).await.unwrap_err().to_string();
+        assert!(err.contains(r#"the rule's channels ["cpu", "mem"] are not the model's channels ["a", "b"]"#), "{err}");
+
+        anomaly.channels[0].name = "a".into();
+        anomaly.channels[1].name = "b".into();
+        let mut state = DetectorState::default();
+        let outcome = state.evaluate(&rule, &anomaly, &Constant, &metrics, 6_000_030).await.unwrap();
+        // only instance a has both channels: z = (14 - 10) / 2 = 2 and 0, so the error is 2
+        assert_eq!(outcome.series.len(), 1);
+        let out = &outcome.series[0];
+        assert_eq!(out.labels, vec![("instance".to_string(), "a".to_string()), ("rule".to_string(), "ae".to_string())]);
+        assert_eq!(out.values, Values::Reconstruction { ts: 6_000_000, score: 1.0, error: 2.0 });
+        assert_eq!(state.series_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_replaced_model_file_is_loaded_at_the_next_evaluation() {
+        let metrics = Metrics::register(&mut Registry::default());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.onnx");
+        let (rule, anomaly) = rule(&["value"], &path);
+        let mut state = DetectorState::default();
+        let swap = |name: &str| {
+            // as a user should: write beside, then rename over
+            let tmp = dir.path().join(".model.onnx.tmp");
+            std::fs::copy(fixture(name), &tmp).unwrap();
+            std::fs::rename(&tmp, &path).unwrap();
+        };
+        let score = |outcome: Outcome| outcome.series.iter().map(SeriesOutput::score).collect::<Vec<_>>();
+
+        let err = state.evaluate(&rule, &anomaly, &Constant, &metrics, 6_000_030).await.unwrap_err().to_string();
+        assert!(err.contains("model.onnx") && err.contains("No such file"), "{err}");
+
+        // value: mean 0, std 1, threshold 1; the series is 3. The zero model's error is 3².
+        swap("zero_w4_c1.onnx");
+        let outcome = state.evaluate(&rule, &anomaly, &Constant, &metrics, 6_000_030).await.unwrap();
+        assert_eq!(score(outcome), vec![9.0]);
+
+        // the half model reconstructs x / 2, so the error is a quarter
+        swap("half_w4_c1.onnx");
+        let outcome = state.evaluate(&rule, &anomaly, &Constant, &metrics, 6_000_090).await.unwrap();
+        assert_eq!(score(outcome), vec![2.25]);
+
+        // a broken replacement fails the rule, with the file and the cause
+        std::fs::write(&path, b"garbage").unwrap();
+        let err = state.evaluate(&rule, &anomaly, &Constant, &metrics, 6_000_150).await.unwrap_err().to_string();
+        assert!(err.contains("model.onnx: not an ONNX model"), "{err}");
+
+        // and a good one brings it back
+        swap("zero_w4_c1.onnx");
+        assert_eq!(score(state.evaluate(&rule, &anomaly, &Constant, &metrics, 6_000_210).await.unwrap()), vec![9.0]);
+    }
+}
