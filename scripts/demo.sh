@@ -17,11 +17,14 @@ trap cleanup EXIT INT TERM
 
 nab=tests/data/nab
 end=$(date +%s)
-# jumpsup is cut at its jump (row 2989), so the demo opens on a live anomaly; the replay
-# exporter then continues every series from where its backfill ends.
+# jumpsup is cut at its jump (row 2989), so the demo opens on a live anomaly; the machine
+# temperature (scored by the autoencoder rules of examples/autoencoder) is cut on 2014-02-08
+# 12:00 (row 19485), inside NAB's labelled failure. The replay exporter then continues every
+# series from where its backfill ends.
 series=("$nab/artificialWithAnomaly/art_daily_jumpsup.csv:2989"
         "$nab/artificialNoAnomaly/art_daily_small_noise.csv:3500"
-        "$nab/realKnownCause/nyc_taxi.csv:9000")
+        "$nab/realKnownCause/nyc_taxi.csv:9000"
+        "examples/autoencoder/data/machine_temperature_system_failure.csv:19485")
 python3 scripts/nab_to_openmetrics.py --end "$end" --labels 'instance="127.0.0.1:9101",job="nab"' \
   "${series[@]}" > "$work/backfill.om"
 promtool tsdb create-blocks-from openmetrics --max-block-duration=168h "$work/backfill.om" "$work/data" >/dev/null
@@ -53,7 +56,9 @@ pulsewatch demo running (logs in $work):
   notifications       tail -f $work/notifications.log
 Scores appear within a minute for the NAB rules (jumpsup starts at its jump, so it scores
 above 3, and a critical PulsewatchAnomaly fires after its 5m hold and reaches the log through the
-pagerduty, slack and webhook routes); node_exporter rules start after a few minutes of live data.
+pagerduty, slack and webhook routes); the autoencoder rules machine_temperature_dense and
+machine_temperature_lstm score the machine's failure above 1 (pulsewatch_reconstruction_error
+holds the raw error); node_exporter rules start after a few minutes of live data.
 Ctrl-C stops it.
 TXT
 wait

@@ -20,15 +20,18 @@ pub fn join_key(labels: &Labels, on: Option<&[String]>) -> Labels {
     }
 }
 
+/// The samples of one series: `(timestamp, value)`.
+pub type Samples = Vec<(i64, f64)>;
+
 /// Joins one answer per channel into, per key, the samples of every channel (in channel order).
 /// Keys missing from any channel are dropped: a window needs all of them.
 ///
 /// # Errors
 /// Two series of one channel share a key (as PromQL refuses many-to-one matching without
 /// grouping); the message names the channel and the labels.
-pub fn join(answers: Vec<(&str, Vec<Series>)>, on: Option<&[String]>) -> Result<BTreeMap<Labels, Vec<Vec<(i64, f64)>>>, String> {
+pub fn join(answers: Vec<(&str, Vec<Series>)>, on: Option<&[String]>) -> Result<BTreeMap<Labels, Vec<Samples>>, String> {
     let count = answers.len();
-    let mut joined: BTreeMap<Labels, Vec<Option<Vec<(i64, f64)>>>> = BTreeMap::new();
+    let mut joined: BTreeMap<Labels, Vec<Option<Samples>>> = BTreeMap::new();
     for (c, (name, series)) in answers.into_iter().enumerate() {
         for s in series {
             let key = join_key(&s.labels, on);
@@ -47,7 +50,7 @@ pub fn join(answers: Vec<(&str, Vec<Series>)>, on: Option<&[String]>) -> Result<
 
 /// Puts each channel's samples on the grid `start + i * step`, `i < len`: per grid point the
 /// values of all channels, or `None` where any channel has no sample.
-pub fn align(channels: &[Vec<(i64, f64)>], start: i64, step: i64, len: usize) -> Vec<Option<Vec<f64>>> {
+pub fn align(channels: &[Samples], start: i64, step: i64, len: usize) -> Vec<Option<Vec<f64>>> {
     let mut grid: Vec<Vec<Option<f64>>> = vec![vec![None; channels.len()]; len];
     for (c, samples) in channels.iter().enumerate() {
         for &(ts, v) in samples {

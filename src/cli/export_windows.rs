@@ -1,9 +1,10 @@
 //! `pulsewatch export-windows`: write a detector rule's training windows to a CSV file, built
 //! exactly as the live detector builds the windows it scores.
 //!
-//! The file has a header `series,end,<channel>@<t>...` and one row per window: the joined
-//! series' labels, the Unix time of the window's newest sample, and its `window × channels`
-//! values, time-major, oldest first. `examples/autoencoder/train.py` reads it.
+//! The file has a header `series,end,step,<channel>@<t>...` and one row per window: the joined
+//! series' labels, the Unix time of the window's newest sample, the rule's step in seconds, and
+//! its `window × channels` values, time-major, oldest first. `examples/autoencoder/train.py`
+//! reads it.
 
 use std::path::PathBuf;
 
@@ -74,14 +75,15 @@ pub(super) fn export_windows(args: &ExportWindowsArgs) -> anyhow::Result<u8> {
     };
     let file = std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let mut out = csv::Writer::from_writer(std::io::BufWriter::new(file));
-    let mut header = vec!["series".to_string(), "end".to_string()];
+    let mut header = vec!["series".to_string(), "end".to_string(), "step".to_string()];
     header.extend((0..n).flat_map(|t| anomaly.channels.iter().map(move |c| format!("{}@{t}", c.name))));
     out.write_record(&header)?;
     let mut written = 0;
+    let step = rule.step.secs();
     for (key, channels, grid_start, len) in &series {
-        let grid = window::align(channels, *grid_start, rule.step.secs(), *len);
+        let grid = window::align(channels, *grid_start, step, *len);
         for (last, values) in window::windows(&grid, n, args.stride) {
-            let mut row = vec![format_labels(key), (grid_start + last as i64 * rule.step.secs()).to_string()];
+            let mut row = vec![format_labels(key), (grid_start + last as i64 * step).to_string(), step.to_string()];
             row.extend(values.iter().map(f64::to_string));
             out.write_record(&row)?;
             written += 1;
@@ -96,7 +98,7 @@ pub(super) fn export_windows(args: &ExportWindowsArgs) -> anyhow::Result<u8> {
 }
 
 /// A joined series: its key, each channel's samples, and its grid (start, points).
-type Joined = (Labels, Vec<Vec<(i64, f64)>>, i64, usize);
+type Joined = (Labels, Vec<window::Samples>, i64, usize);
 
 async fn query(url: &str, rule: &Rule, anomaly: &Anomaly, start: i64, end: i64) -> anyhow::Result<Vec<Joined>> {
     let step = rule.step.secs();

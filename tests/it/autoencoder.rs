@@ -11,18 +11,17 @@ fn repo(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
-/// NAB's `machine_temperature_system_failure`, 5 minutes apart from 2013-12-02 21:15.
-fn machine_temperature() -> Vec<f64> {
+/// NAB's `machine_temperature_system_failure`: its timestamps and values, one row per 5 minutes
+/// (but for one step back in time, which the backfill, like the detector, takes as the next row).
+fn machine_temperature() -> (Vec<String>, Vec<f64>) {
     let path = repo("examples/autoencoder/data/machine_temperature_system_failure.csv");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    text.lines().skip(1).map(|l| l.split(',').nth(1).unwrap().trim().parse().unwrap()).collect()
+    text.lines().skip(1).map(|l| l.split_once(',').unwrap()).map(|(t, v)| (t.to_string(), v.trim().parse::<f64>().unwrap())).unzip()
 }
 
-/// Row of a timestamp of that file.
-fn row(timestamp: &str) -> usize {
-    let at = chrono::NaiveDateTime::parse_from_str(timestamp, "%Y-%m-%d %H:%M").unwrap();
-    let first = chrono::NaiveDateTime::parse_from_str("2013-12-02 21:15", "%Y-%m-%d %H:%M").unwrap();
-    ((at - first).num_seconds() / 300) as usize
+/// The row of the first timestamp at or after `at` (`YYYY-MM-DD HH:MM`).
+fn row(timestamps: &[String], at: &str) -> usize {
+    timestamps.iter().position(|t| t.as_str() >= at).unwrap()
 }
 
 fn anomaly_rule(name: &str, expr: &str, step: &str, model: &str) -> String {
@@ -54,12 +53,12 @@ fn swap(from: &Path, to: &Path) {
 
 #[test]
 fn committed_models_score_the_machine_failure_above_1_and_normal_days_below() {
-    let values = machine_temperature();
-    // Rows of normal days after the models' training data (which ends 2013-12-10), and rows
-    // inside NAB's last labelled window (2014-02-07 14:55 – 2014-02-09 14:05), where the machine
-    // fails.
-    let normal: Vec<usize> = ["2013-12-25 12:00", "2014-01-05 06:00", "2014-01-12 18:00", "2014-01-20 00:00"].iter().map(|t| row(t)).collect();
-    let failing: Vec<usize> = ["2014-02-08 12:00", "2014-02-08 14:00", "2014-02-08 16:00"].iter().map(|t| row(t)).collect();
+    let (timestamps, values) = machine_temperature();
+    // Rows of normal days outside the models' training data (2013-12-18 to 2014-01-26) and
+    // outside NAB's labelled windows, and rows inside its last labelled window (2014-02-07
+    // 14:55 – 2014-02-09 14:05), where the machine fails.
+    let normal: Vec<usize> = ["2013-12-04 12:00", "2013-12-08 12:00", "2014-02-02 12:00", "2014-02-04 12:00"].iter().map(|t| row(&timestamps, t)).collect();
+    let failing: Vec<usize> = ["2014-02-08 12:00", "2014-02-08 14:00", "2014-02-08 16:00"].iter().map(|t| row(&timestamps, t)).collect();
     let cut = |kind: &str, at: usize| Backfill {
         labels: vec![("dataset".into(), "machine".into()), ("kind".into(), kind.into()), ("cut".into(), at.to_string())],
         values: values[..=at].to_vec(),
