@@ -29,9 +29,6 @@ use crate::config::{Anomaly, Channel, Duration};
 /// The `metadata_props` key that holds pulsewatch's metadata.
 pub const METADATA_KEY: &str = "pulsewatch";
 
-/// Most windows in one tract call: bounds the input tensor of a rule with very many series.
-const MAX_BATCH: usize = 1024;
-
 /// A model that could not be loaded, or does not fit its rule.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("model file {}: {cause}", path.display())]
@@ -210,9 +207,11 @@ impl Autoencoder {
                 ((x - c.mean) / c.std) as f32
             })
             .collect();
-        let per_call = if self.batched { MAX_BATCH } else { 1 };
+        // All windows in one call when the batch is symbolic (10,000 windows of 32 × 3 are a
+        // 4 MB tensor), else one call per window.
+        let per_call = if self.batched { z.len().max(size) } else { size };
         let mut errors = Vec::with_capacity(values.len() / size);
-        for chunk in z.chunks(per_call * size) {
+        for chunk in z.chunks(per_call) {
             let batch = chunk.len() / size;
             let input = Tensor::from_shape(&[batch, self.window, self.channels.len()], chunk).map_err(|err| format!("{err:#}"))?;
             let output = self.plan.run(tvec!(input.into_tvalue())).map_err(|err| format!("running the model: {err:#}"))?;
