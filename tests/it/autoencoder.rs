@@ -172,3 +172,95 @@ fn check_rules_loads_every_model() {
     assert!(lines[0].contains(r#"group "ae", rule 2, "unsupported_op": model file "#) && lines[0].contains("PulsewatchNoSuchOp"), "{stderr}");
     assert!(lines[1].contains(r#"rule 3, "missing""#) && lines[1].contains("missing.onnx: reading"), "{stderr}");
 }
+
+fn export_windows(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pulsewatch")).arg("export-windows").args(args).output().unwrap()
+}
+
+fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    let header = reader.headers().unwrap().iter().map(String::from).collect();
+    let rows = reader.records().map(|r| r.unwrap().iter().map(String::from).collect()).collect();
+    (header, rows)
+}
+
+#[test]
+fn export_windows_from_a_csv_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("w.csv");
+    let data = repo("examples/autoencoder/data/machine_temperature_system_failure.csv");
+    let rules = repo("examples/autoencoder/rules.yaml");
+    // 2013-12-02 21:15 to 21:15 + 99 steps: 100 rows, so 100 - 31 windows of 32
+    let start = "2013-12-02T21:15:00Z";
+    let end = (chrono::DateTime::parse_from_rfc3339(start).unwrap() + chrono::Duration::minutes(5 * 99)).to_rfc3339();
+    let args = ["--rules", rules.to_str().unwrap(), "--rule", "machine_temperature_lstm", "--csv", data.to_str().unwrap(), "--start", start, "--end", &end, "--out", out.to_str().unwrap()];
+    let result = export_windows(&args);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let (header, rows) = read_csv(&out);
+    // the window length comes from the rule's model
+    assert_eq!(header.len(), 3 + 32);
+    assert_eq!(&header[..4], ["series", "end", "step", "value@0"]);
+    assert_eq!(header[34], "value@31");
+    assert_eq!(rows.len(), 69);
+    let (_, values) = machine_temperature();
+    let first_end = chrono::DateTime::parse_from_rfc3339(start).unwrap().timestamp() + 31 * 300;
+    for (k, row) in rows.iter().enumerate() {
+        assert_eq!(row[0], r#"{file="data/machine_temperature_system_failure.csv"}"#);
+        assert_eq!(row[1].parse::<i64>().unwrap(), first_end + 300 * k as i64);
+        assert_eq!(row[2], "300");
+        let window: Vec<f64> = row[3..].iter().map(|v| v.parse().unwrap()).collect();
+        assert_eq!(window, values[k..k + 32], "window {k}");
+    }
+
+    // --stride thins them; a forecast rule has no windows
+    let strided = export_windows(&[&args[..], &["--stride", "10"]].concat());
+    assert!(strided.status.success());
+    assert_eq!(read_csv(&out).1.len(), 7);
+    let forecast = dir.path().join("f.yaml");
+    std::fs::write(&forecast, "groups:\n  - name: g\n    rules:\n      - forecast: f\n        expr: up\n").unwrap();
+    let result = export_windows(&["--rules", forecast.to_str().unwrap(), "--csv", data.to_str().unwrap(), "--window", "4", "--out", out.to_str().unwrap()]);
+    assert_eq!(result.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&result.stderr).contains(r#"rule "f" is a forecast rule"#), "{}", String::from_utf8_lossy(&result.stderr));
+}
+
+#[test]
+fn export_windows_joins_channels_from_prometheus() {
+    // instance a has cpu and mem, b only cpu; 1-minute samples, and a label that differs by channel
+    let series = |dataset: &str, instance: &str, base: f64| Backfill {
+        labels: vec![("dataset".into(), dataset.into()), ("instance".into(), instance.into()), ("extra".into(), dataset.into())],
+        values: (0..10).map(|i| base + i as f64).collect(),
+    };
+    let end = unix_now() - 60;
+    let end = end - end % 60;
+    let prom = Prometheus::start_with(
+        &[series("cpu", "a", 0.0), series("mem", "a", 100.0), series("cpu", "b", 10.0)],
+        end,
+        60,
+        free_port(),
+        "global: { scrape_interval: 15s }\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("r.yaml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: g\n    rules:\n      - anomaly: host\n        channels:\n          - { name: cpu, expr: 'nab_value{dataset=\"cpu\"}' }\n          - { name: mem, expr: 'nab_value{dataset=\"mem\"}' }\n        on: [instance]\n        detector: { type: autoencoder, model_file: missing.onnx }\n",
+    )
+    .unwrap();
+    let out = dir.path().join("w.csv");
+    let (start, end) = ((end - 9 * 60).to_string(), end.to_string());
+    let base = ["--rules", rules.to_str().unwrap(), "--source", &prom.url(), "--start", &start, "--end", &end, "--out", out.to_str().unwrap()];
+    // without --window, the missing model is named
+    let result = export_windows(&base);
+    assert_eq!(result.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&result.stderr).contains("pass --window") && String::from_utf8_lossy(&result.stderr).contains("missing.onnx"));
+
+    let result = export_windows(&[&base[..], &["--window", "3"]].concat());
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let (header, rows) = read_csv(&out);
+    assert_eq!(header[3..], ["cpu@0", "mem@0", "cpu@1", "mem@1", "cpu@2", "mem@2"]);
+    // only instance a has both channels: 10 samples, 8 windows of 3, time-major
+    assert_eq!(rows.len(), 8);
+    assert!(rows.iter().all(|r| r[0] == r#"{instance="a"}"#), "{rows:?}");
+    assert_eq!(rows[0][3..], ["0", "100", "1", "101", "2", "102"]);
+    assert_eq!(rows[7][1], end);
+}
