@@ -293,6 +293,8 @@ mod tests {
         assert!(err.contains("unsupported_op.onnx") && err.contains("PulsewatchNoSuchOp"), "{err}");
         let err = load_err("bad_output_shape.onnx");
         assert!(err.contains("output shape [batch, 2, 1] differs from input shape [batch, 4, 1]"), "{err}");
+        let err = load_err("lstm_no_initial_state.onnx");
+        assert!(err.contains("lstm_no_initial_state.onnx: tract panicked loading the model") && err.contains("UndeterminedSymbol"), "{err}");
         let err = load_err("no_metadata.onnx");
         assert!(err.contains("no `pulsewatch` entry in the model's metadata_props"), "{err}");
         let err = load_err("does_not_exist.onnx");

@@ -113,6 +113,7 @@ fn broken_models_fail_only_their_rule_and_replaced_models_are_used() {
         ("wrong_shape", "shape.onnx", "output shape [batch, 2, 1] differs from input shape [batch, 4, 1]"),
         ("unsupported_op", "op.onnx", "PulsewatchNoSuchOp"),
         ("wrong_channels", "channels.onnx", r#"the rule's channels ["value"] are not the model's channels ["a", "b"]"#),
+        ("tract_panics", "panics.onnx", "tract panicked loading the model"),
     ];
     let mut rules = vec![anomaly_rule("good", expr, "1m", "good.onnx")];
     rules.extend(broken.iter().map(|(name, file, _)| anomaly_rule(name, expr, "1m", file)));
@@ -124,6 +125,7 @@ fn broken_models_fail_only_their_rule_and_replaced_models_are_used() {
     std::fs::copy(fixture("bad_output_shape.onnx"), models.join("shape.onnx")).unwrap();
     std::fs::copy(fixture("unsupported_op.onnx"), models.join("op.onnx")).unwrap();
     std::fs::copy(fixture("zero_w4_c2.onnx"), models.join("channels.onnx")).unwrap();
+    std::fs::copy(fixture("lstm_no_initial_state.onnx"), models.join("panics.onnx")).unwrap();
 
     let mut pw = Pulsewatch::start(dir.path(), &config(&prom), &[]);
     let good = |value: f64| move |s: &[Sample]| find(s, "pulsewatch_anomaly_score", &[("rule", "good")]).first().is_some_and(|s| s.value == value);

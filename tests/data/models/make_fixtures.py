@@ -21,6 +21,9 @@ pulsewatch metadata JSON under metadata_props["pulsewatch"].
                          PulsewatchNoSuchOp (the ONNX checker rejects it).
   bad_output_shape.onnx  [batch,4,1] -> [batch,2,1] (Slice of the first 2 steps).
   no_metadata.onnx       zero_w4_c1 without metadata_props.
+  lstm_no_initial_state.onnx
+                         [batch,4,1] through an LSTM without initial state: a
+                         valid model on which tract panics while loading.
 """
 
 import json
@@ -104,6 +107,19 @@ def main():
                  ["batch", 4, 1], ["batch", 2, 1], metadata(C1, 1.0))
     (y,) = ReferenceEvaluator(model).run(None, {"window": np.ones((3, 4, 1), np.float32)})
     assert y.shape == (3, 2, 1)
+
+    # A valid LSTM without initial_h/initial_c: tract asks the symbolic batch size for a number
+    # and panics while loading it, which pulsewatch must turn into an error.
+    floats = lambda name, shape: numpy_helper.from_array(np.full(shape, 0.1, dtype=np.float32), name)  # noqa: E731
+    model = make("lstm_no_initial_state.onnx",
+                 [helper.make_node("Transpose", ["window"], ["x"], perm=[1, 0, 2]),
+                  helper.make_node("LSTM", ["x", "w", "r", "b"], ["y"], hidden_size=1),
+                  helper.make_node("Squeeze", ["y", "axis"], ["y3"]),
+                  helper.make_node("Transpose", ["y3"], ["reconstruction"], perm=[1, 0, 2])],
+                 [floats("w", [1, 4, 1]), floats("r", [1, 4, 1]), floats("b", [1, 8]), ints("axis", [1])],
+                 ["batch", 4, 1], ["batch", 4, 1], metadata(C1, 1.0))
+    (y,) = ReferenceEvaluator(model).run(None, {"window": np.ones((3, 4, 1), np.float32)})
+    assert y.shape == (3, 4, 1)
 
 
 if __name__ == "__main__":
