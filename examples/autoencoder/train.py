@@ -5,7 +5,7 @@ Usage
 -----
     python train.py WINDOWS_CSV --model {dense,lstm} --out model.onnx \\
         [--epochs 300] [--quantile 0.995] [--seed 0] \\
-        [--hidden 64] [--bottleneck 8] [--lstm-hidden 32] [--lr 1e-3] \\
+        [--hidden 64] [--bottleneck 8] [--lstm-hidden 16] [--lr 1e-3] \\
         [--batch-size 64] [--holdout 0.2] [--calibrate {holdout,all}]
 
 Install the dependencies with ``pip install -r requirements.txt`` in a virtual
@@ -28,7 +28,10 @@ Retraining loop
    the file at its next evaluation, so replace it atomically: write a
    temporary file in the *same directory* and ``rename`` it over the old one
    (``mv`` within one filesystem does that). This script already writes
-   ``--out`` that way, so ``--out`` may point straight at ``model_file``.
+   ``--out`` that way, after checking the export against PyTorch, so
+   ``--out`` may point straight at ``model_file``. To see the sidecar's own
+   verdict first, write elsewhere and run ``pulsewatch check rules`` on a copy
+   of the rule file that points at the new model.
 
 Contract with the Rust side
 ---------------------------
@@ -326,7 +329,8 @@ def train(model, z, args):
 
 
 def export_onnx(model, n, c, metadata, out_path):
-    """Export to ONNX, fix the output shape, add metadata, check; return ModelProto."""
+    """Export to ONNX, fix the output shape, add metadata, check; return (ModelProto, temporary
+    file beside out_path holding it)."""
     example = torch.zeros(2, n, c, dtype=torch.float32)
     fd, tmp = tempfile.mkstemp(suffix=".onnx")
     os.close(fd)
@@ -368,7 +372,8 @@ def export_onnx(model, n, c, metadata, out_path):
     if any(init.data_location == onnx.TensorProto.EXTERNAL for init in proto.graph.initializer):
         raise RuntimeError("model unexpectedly uses external data")
 
-    # Atomic replace: temp file in the destination directory, then rename.
+    # A temporary file in the destination directory: main() checks it, then renames it over
+    # out_path, so a running sidecar never sees a half-written or unchecked model.
     out_dir = os.path.dirname(os.path.abspath(out_path))
     os.makedirs(out_dir, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".onnx", dir=out_dir)
@@ -378,12 +383,10 @@ def export_onnx(model, n, c, metadata, out_path):
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
-        os.replace(tmp, out_path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        os.unlink(tmp)
         raise
-    return proto
+    return proto, tmp
 
 
 def verify_onnx(path, model, z):
@@ -485,14 +488,19 @@ def main(argv=None):
         "window": n,
         "trained_on": os.path.basename(args.windows_csv),
     }
-    proto = export_onnx(model, n, c, metadata, args.out)
-    ops = [node.op_type for node in proto.graph.node]
-    print(f"ONNX ops: {' '.join(ops)}")
-    if args.model == "lstm" and "LSTM" not in ops:
-        sys.exit("export did not produce an ONNX LSTM node")
-    diff = verify_onnx(args.out, model, z_all)
-    if diff > 1e-4:
-        sys.exit(f"ONNX output differs from torch by {diff}")
+    proto, tmp = export_onnx(model, n, c, metadata, args.out)
+    try:
+        ops = [node.op_type for node in proto.graph.node]
+        print(f"ONNX ops: {' '.join(ops)}")
+        if args.model == "lstm" and "LSTM" not in ops:
+            sys.exit("export did not produce an ONNX LSTM node")
+        diff = verify_onnx(tmp, model, z_all)
+        if diff > 1e-4:
+            sys.exit(f"ONNX output differs from torch by {diff}")
+        os.replace(tmp, args.out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
     size = os.path.getsize(args.out)
     print("summary:")

@@ -29,6 +29,9 @@ use crate::config::{Anomaly, Channel, Duration};
 /// The `metadata_props` key that holds pulsewatch's metadata.
 pub const METADATA_KEY: &str = "pulsewatch";
 
+/// Longest window a model may take: each evaluation queries and holds that many steps.
+const MAX_WINDOW: usize = 10_000;
+
 /// A model that could not be loaded, or does not fit its rule.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("model file {}: {cause}", path.display())]
@@ -69,6 +72,9 @@ pub struct Autoencoder {
     step_seconds: Option<i64>,
     /// The batch dimension is symbolic: many windows go in one call.
     batched: bool,
+    /// tract calls made, for tests of the batching.
+    #[cfg(test)]
+    pub(crate) runs: std::sync::atomic::AtomicUsize,
 }
 
 impl Autoencoder {
@@ -119,13 +125,20 @@ impl Autoencoder {
         if typed.inputs.len() != 1 || typed.outputs.len() != 1 {
             return Err(format!("the model has {} inputs and {} outputs; an autoencoder has one of each", typed.inputs.len(), typed.outputs.len()));
         }
-        let shape = |fact: TractResult<&TypedFact>| fact.map(|f| f.shape.dims().to_vec()).map_err(|err| format!("{err:#}"));
-        let input = shape(typed.input_fact(0))?;
-        let output = shape(typed.output_fact(0))?;
+        let fact = |fact: TractResult<&TypedFact>| fact.cloned().map_err(|err| format!("{err:#}"));
+        let (input_fact, output_fact) = (fact(typed.input_fact(0))?, fact(typed.output_fact(0))?);
+        for (what, fact) in [("input", &input_fact), ("output", &output_fact)] {
+            if fact.datum_type != f32::datum_type() {
+                return Err(format!("the {what} is {:?}; an autoencoder takes and returns float32", fact.datum_type));
+            }
+        }
+        let input = input_fact.shape.dims().to_vec();
+        let output = output_fact.shape.dims().to_vec();
         let dims = |d: &[TDim]| d.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
         let fixed = |d: &TDim| d.to_i64().ok().filter(|n| *n > 0).map(|n| n as usize);
         let (window, channels) = match input.as_slice() {
             [_, n, c] => match (fixed(n), fixed(c)) {
+                (Some(n), Some(_)) if n > MAX_WINDOW => return Err(format!("input shape [{}]: a window of {n} samples is more than {MAX_WINDOW}", dims(&input))),
                 (Some(n), Some(c)) => (n, c),
                 _ => return Err(format!("input shape [{}]: window and channels must be fixed sizes", dims(&input))),
             },
@@ -146,7 +159,16 @@ impl Autoencoder {
             .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(|err| format!("optimising the model: {err:#}"))?;
-        Ok(Self { plan, window, channels: metadata.channels, threshold: metadata.threshold, step_seconds: metadata.step_seconds, batched })
+        Ok(Self {
+            plan,
+            window,
+            channels: metadata.channels,
+            threshold: metadata.threshold,
+            step_seconds: metadata.step_seconds,
+            batched,
+            #[cfg(test)]
+            runs: Default::default(),
+        })
     }
 
     /// Samples per window (the model's input length).
@@ -214,6 +236,8 @@ impl Autoencoder {
         for chunk in z.chunks(per_call) {
             let batch = chunk.len() / size;
             let input = Tensor::from_shape(&[batch, self.window, self.channels.len()], chunk).map_err(|err| format!("{err:#}"))?;
+            #[cfg(test)]
+            self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let output = self.plan.run(tvec!(input.into_tvalue())).map_err(|err| format!("running the model: {err:#}"))?;
             let view = output[0].try_as_plain_ram().map_err(|err| format!("{err:#}"))?;
             let reconstruction = view.as_slice::<f32>().map_err(|err| format!("model output: {err:#}"))?;
@@ -280,11 +304,14 @@ mod tests {
     }
 
     #[test]
-    fn a_fixed_batch_of_one_scores_windows_one_by_one() {
-        let model = Autoencoder::load(&fixture("fixed_batch_w4_c1.onnx")).unwrap();
-        assert!(!model.batched());
-        let errors = model.reconstruction_errors(&[1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 0.0, 0.0, 0.0, 3.0]).unwrap();
-        assert_eq!(errors, vec![1.0, 4.0, 2.25]);
+    fn a_symbolic_batch_scores_every_window_in_one_call_a_fixed_one_one_by_one() {
+        let windows = [1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 0.0, 0.0, 0.0, 3.0];
+        for (name, batched, runs) in [("zero_w4_c1.onnx", true, 1), ("fixed_batch_w4_c1.onnx", false, 3)] {
+            let model = Autoencoder::load(&fixture(name)).unwrap();
+            assert_eq!(model.batched(), batched);
+            assert_eq!(model.reconstruction_errors(&windows).unwrap(), vec![1.0, 4.0, 2.25]);
+            assert_eq!(model.runs.load(std::sync::atomic::Ordering::Relaxed), runs, "{name}");
+        }
     }
 
     #[test]

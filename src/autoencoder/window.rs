@@ -23,19 +23,27 @@ pub fn join_key(labels: &Labels, on: Option<&[String]>) -> Labels {
 /// The samples of one series: `(timestamp, value)`.
 pub type Samples = Vec<(i64, f64)>;
 
-/// Joins one answer per channel into, per key, the samples of every channel (in channel order).
-/// Keys missing from any channel are dropped: a window needs all of them.
+/// The channels' series, joined on their keys.
+#[derive(Debug, Default, PartialEq)]
+pub struct Joined {
+    /// Per key, the samples of every channel, in channel order.
+    pub series: BTreeMap<Labels, Vec<Samples>>,
+    /// Keys that some channel lacks, with the first such channel: a window needs all of them.
+    pub partial: Vec<(Labels, String)>,
+}
+
+/// Joins one answer per channel (named) on the series' keys.
 ///
 /// # Errors
 /// Two series of one channel share a key (as PromQL refuses many-to-one matching without
 /// grouping); the message names the channel and the labels.
-pub fn join(answers: Vec<(&str, Vec<Series>)>, on: Option<&[String]>) -> Result<BTreeMap<Labels, Vec<Samples>>, String> {
-    let count = answers.len();
+pub fn join(answers: Vec<(&str, Vec<Series>)>, on: Option<&[String]>) -> Result<Joined, String> {
+    let names: Vec<String> = answers.iter().map(|(name, _)| name.to_string()).collect();
     let mut joined: BTreeMap<Labels, Vec<Option<Samples>>> = BTreeMap::new();
     for (c, (name, series)) in answers.into_iter().enumerate() {
         for s in series {
             let key = join_key(&s.labels, on);
-            let slot = &mut joined.entry(key.clone()).or_insert_with(|| vec![None; count])[c];
+            let slot = &mut joined.entry(key.clone()).or_insert_with(|| vec![None; names.len()])[c];
             if slot.is_some() {
                 return Err(format!(
                     "channel {name:?}: more than one series has the labels {}; aggregate them (`sum by (...)`) or set `on`",
@@ -45,7 +53,16 @@ pub fn join(answers: Vec<(&str, Vec<Series>)>, on: Option<&[String]>) -> Result<
             *slot = Some(s.samples);
         }
     }
-    Ok(joined.into_iter().filter_map(|(key, channels)| Some((key, channels.into_iter().collect::<Option<Vec<_>>>()?))).collect())
+    let mut out = Joined::default();
+    for (key, channels) in joined {
+        match channels.iter().position(Option::is_none) {
+            Some(missing) => out.partial.push((key, names[missing].clone())),
+            None => {
+                out.series.insert(key, channels.into_iter().flatten().collect());
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Puts each channel's samples on the grid `start + i * step`, `i < len`: per grid point the
@@ -106,15 +123,16 @@ mod tests {
         let cpu = vec![series(&[("__name__", "cpu"), ("instance", "a")], &[(0, 1.0)]), series(&[("__name__", "cpu"), ("instance", "b")], &[(0, 2.0)])];
         let mem = vec![series(&[("__name__", "mem"), ("instance", "a")], &[(0, 10.0)])];
         let joined = join(vec![("cpu", cpu.clone()), ("mem", mem.clone())], None).unwrap();
-        assert_eq!(joined.len(), 1, "b has no mem: not scored");
-        let key: Labels = [("instance".to_string(), "a".to_string())].into();
-        assert_eq!(joined[&key], vec![vec![(0, 1.0)], vec![(0, 10.0)]]);
+        let key = |i: &str| -> Labels { [("instance".to_string(), i.to_string())].into() };
+        assert_eq!(joined.series.len(), 1);
+        assert_eq!(joined.series[&key("a")], vec![vec![(0, 1.0)], vec![(0, 10.0)]]);
+        assert_eq!(joined.partial, vec![(key("b"), "mem".to_string())], "b has no mem: not scored");
 
         // with `on`, extra labels do not stop the join
         let mem = vec![series(&[("instance", "a"), ("job", "node")], &[(0, 10.0)])];
-        assert!(join(vec![("cpu", cpu.clone()), ("mem", mem.clone())], None).unwrap().is_empty());
+        assert!(join(vec![("cpu", cpu.clone()), ("mem", mem.clone())], None).unwrap().series.is_empty());
         let on = ["instance".to_string()];
-        assert_eq!(join(vec![("cpu", cpu), ("mem", mem)], Some(&on)).unwrap().len(), 1);
+        assert_eq!(join(vec![("cpu", cpu), ("mem", mem)], Some(&on)).unwrap().series.len(), 1);
 
         // two series of one channel on one key: refused, naming the channel and the labels
         let twice = vec![series(&[("instance", "a"), ("cpu", "0")], &[]), series(&[("instance", "a"), ("cpu", "1")], &[])];

@@ -59,11 +59,14 @@ pub(super) fn backtest(args: &BacktestArgs) -> anyhow::Result<u8> {
             return Ok(EXIT_FAILURE);
         }
     };
+    let Some(forecast) = rule.forecast() else {
+        bail!("rule {:?} is an anomaly rule; backtest replays forecast rules", rule.name);
+    };
     if !(0.0..1.0).contains(&args.holdout) {
         bail!("--holdout must be in [0, 1), got {}", args.holdout);
     }
     let runtime = tokio::runtime::Runtime::new()?;
-    let (recordings, labels) = runtime.block_on(inputs(args, &rule))?;
+    let (recordings, labels) = runtime.block_on(inputs(args, &forecast.expr, rule.step.secs()))?;
     if recordings.is_empty() {
         bail!("nothing to replay: give --csv, --dataset or --source");
     }
@@ -95,7 +98,7 @@ pub(super) fn pick_rule(rules: Option<&Path>, name: Option<&str>) -> anyhow::Res
     }
 }
 
-async fn inputs(args: &BacktestArgs, rule: &Rule) -> anyhow::Result<(Vec<data::Recording>, Option<nab::Labels>)> {
+async fn inputs(args: &BacktestArgs, expr: &str, step: i64) -> anyhow::Result<(Vec<data::Recording>, Option<nab::Labels>)> {
     let mut recordings = Vec::new();
     for path in &args.csv {
         recordings.push(data::load_csv(path, &data::nab_key(path))?);
@@ -110,12 +113,11 @@ async fn inputs(args: &BacktestArgs, rule: &Rule) -> anyhow::Result<(Vec<data::R
     if let Some(url) = &args.source {
         let (Some(start), Some(end)) = (&args.start, &args.end) else { bail!("--source needs --start and --end") };
         let (start, end) = (parse_time(start)?, parse_time(end)?);
-        let step = rule.step.secs();
         let source_config: SourceConfig = serde_json::from_value(serde_json::json!({ "url": url })).context("--source")?;
         let client = PromClient::new(&source_config)?;
-        let series = client.query_range(&rule.query(), start - start.rem_euclid(step), end, step).await.with_context(|| format!("querying {url}"))?;
+        let series = client.query_range(expr, start - start.rem_euclid(step), end, step).await.with_context(|| format!("querying {url}"))?;
         if series.is_empty() {
-            bail!("{url} returned no series for {} between {start} and {end}", rule.query());
+            bail!("{url} returned no series for {expr} between {start} and {end}");
         }
         recordings.extend(data::from_series(series, step));
     }

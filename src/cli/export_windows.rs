@@ -111,11 +111,14 @@ async fn query(url: &str, rule: &Rule, anomaly: &Anomaly, start: i64, end: i64) 
         answers.push((channel.name.as_str(), series));
     }
     let joined = window::join(answers, anomaly.on.as_deref()).map_err(anyhow::Error::msg)?;
-    if joined.is_empty() {
+    if let Some((key, channel)) = joined.partial.first() {
+        eprintln!("skipping {} series that a channel lacks, e.g. {} has no {channel:?}", joined.partial.len(), format_labels(key));
+    }
+    if joined.series.is_empty() {
         bail!("{url} returned no series that every channel has between {start} and {end}");
     }
     let len = ((end - start) / step + 1) as usize;
-    Ok(joined.into_iter().map(|(key, channels)| (key, channels, start, len)).collect())
+    Ok(joined.series.into_iter().map(|(key, channels)| (key, channels, start, len)).collect())
 }
 
 fn from_csv(files: &[PathBuf], rule: &Rule, anomaly: &Anomaly, start: Option<i64>, end: Option<i64>) -> anyhow::Result<Vec<Joined>> {

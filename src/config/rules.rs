@@ -216,7 +216,7 @@ impl Rule {
     }
 
     /// The query as `/api/v1/rules` shows it: a detector's channels one per line, `name: expr`.
-    pub fn query(&self) -> String {
+    pub fn display_query(&self) -> String {
         match &self.kind {
             RuleKind::Forecast(f) => f.expr.clone(),
             RuleKind::Anomaly(a) if a.channels.len() == 1 => a.channels[0].expr.clone(),
@@ -455,6 +455,9 @@ fn validate_anomaly(rule: RuleConfig, base: &Path, errs: &mut Vec<String>) -> Op
             vec![]
         }
     };
+    if rule.on.as_ref().is_some_and(Vec::is_empty) {
+        errs.push("`on` must list at least one label; leave it out to join on all labels".to_string());
+    }
     for label in rule.on.iter().flatten() {
         if !is_valid_label_name(label) || label == "__name__" {
             errs.push(format!("`on` label {label:?} must be a valid label name other than __name__"));
@@ -625,7 +628,7 @@ groups:
         assert_eq!(host.channels.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["cpu", "mem"]);
         assert_eq!(host.on.as_deref(), Some(&["instance".to_string()][..]));
         assert_eq!(host.model_file, Path::new("/abs/host.onnx"));
-        assert!(rules[1].query().starts_with("cpu: sum by (instance)"), "{}", rules[1].query());
+        assert!(rules[1].display_query().starts_with("cpu: sum by (instance)"), "{}", rules[1].display_query());
     }
 
     #[test]
@@ -647,6 +650,10 @@ groups:
       - forecast: d
         expr: up
         detector: { type: autoencoder, model_file: m.onnx }
+      - anomaly: e
+        expr: up
+        on: []
+        detector: { type: autoencoder, model_file: m.onnx }
 "#,
         )
         .unwrap_err()
@@ -657,6 +664,7 @@ groups:
         assert!(err.contains(r#"rule 2, "b": rule needs a `detector`"#), "{err}");
         assert!(err.contains(r#"rule 3, "c": set either `expr` or `channels`"#), "{err}");
         assert!(err.contains(r#"rule 4, "d": `detector` applies to `anomaly` rules only"#), "{err}");
+        assert!(err.contains(r#"rule 5, "e": `on` must list at least one label"#), "{err}");
         // an unknown detector type is a YAML error, with its line
         let err = load("groups:\n  - name: g\n    rules:\n      - anomaly: e\n        expr: up\n        detector: { type: zscore }\n").unwrap_err().to_string();
         assert!(err.contains("r.yaml:6") && err.contains("zscore"), "{err}");

@@ -12,16 +12,19 @@ use std::time::SystemTime;
 use super::eval::{query, EvalError, Outcome};
 use crate::autoencoder::{window, Autoencoder};
 use crate::config::{Anomaly, Rule};
-use crate::exporter::{Metrics, SeriesOutput, Values};
+use crate::exporter::{format_labels, Metrics, SeriesOutput, Values};
+use crate::models::MAX_SCORE;
 use crate::source::Source;
 
-/// What identifies one version of a model file: a rename, a rewrite or a copy changes it.
+/// What identifies one version of a model file: a rename, a rewrite, a copy or a change of
+/// permissions changes it. On Unix the inode change time is part of it, because tools that keep
+/// a file's size and modification time (`cp -p`, `rsync -t`) cannot keep that.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Fingerprint {
     len: u64,
     modified: Option<SystemTime>,
     #[cfg(unix)]
-    inode: (u64, u64),
+    inode: (u64, u64, i64, i64),
 }
 
 impl Fingerprint {
@@ -33,7 +36,7 @@ impl Fingerprint {
             #[cfg(unix)]
             inode: {
                 use std::os::unix::fs::MetadataExt;
-                (meta.dev(), meta.ino())
+                (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec())
             },
         })
     }
@@ -55,25 +58,27 @@ impl DetectorState {
 
     /// The rule's model, (re)loaded if its file changed since the last load. A model that
     /// failed to load is not retried until the file changes.
-    async fn model(&mut self, rule: &Rule, anomaly: &Anomaly) -> Result<Arc<Autoencoder>, EvalError> {
-        let path = &anomaly.model_file;
+    ///
+    /// # Errors
+    /// The file cannot be read, or the model cannot be loaded or does not fit the rule.
+    pub async fn load_model(&mut self, rule: &Rule, detector: &Anomaly) -> Result<Arc<Autoencoder>, EvalError> {
+        let path = &detector.model_file;
         let fingerprint = Fingerprint::of(path).map_err(|err| EvalError::Model(format!("model file {}: {err}", path.display())))?;
-        if self.loaded.as_ref().is_none_or(|(f, _)| *f != fingerprint) {
-            let (anomaly_, step) = (anomaly.clone(), rule.step.clone());
-            let loaded = tokio::task::spawn_blocking(move || Autoencoder::load_for_rule(&anomaly_, &step).map(Arc::new).map_err(|err| err.to_string()))
+        if let Some((loaded_from, model)) = &self.loaded {
+            if *loaded_from == fingerprint {
+                return model.clone().map_err(EvalError::Model);
+            }
+        }
+        let (spec, step) = (detector.clone(), rule.step.clone());
+        let model = tokio::task::spawn_blocking(move || Autoencoder::load_for_rule(&spec, &step).map(Arc::new).map_err(|err| err.to_string()))
             .await
             .unwrap_or_else(|panic| Err(format!("model file {}: loading panicked: {panic}", path.display())));
-            match &loaded {
-                Ok(model) => tracing::info!(rule = %rule.name, file = %path.display(), window = model.window(), channels = model.channels().len(), batched = model.batched(), "model loaded"),
-                Err(err) => tracing::error!(rule = %rule.name, error = %err, "model not loaded"),
-            }
-            self.loaded = Some((fingerprint, loaded));
+        match &model {
+            Ok(m) => tracing::info!(rule = %rule.name, file = %path.display(), window = m.window(), channels = m.channels().len(), batched = m.batched(), "model loaded"),
+            Err(err) => tracing::error!(rule = %rule.name, error = %err, "model not loaded"),
         }
-        match &self.loaded {
-            Some((_, Ok(model))) => Ok(model.clone()),
-            Some((_, Err(err))) => Err(EvalError::Model(err.clone())),
-            None => unreachable!("set above"),
-        }
+        self.loaded = Some((fingerprint, model.clone()));
+        model.map_err(EvalError::Model)
     }
 
     /// Runs one evaluation at wall time `now` (Unix seconds).
@@ -82,7 +87,7 @@ impl DetectorState {
     /// The model cannot be loaded or run, a query failed, or a channel's series cannot be
     /// joined. The outputs of the previous evaluation then stay until they are stale.
     pub async fn evaluate(&mut self, rule: &Rule, anomaly: &Anomaly, source: &dyn Source, metrics: &Metrics, now: i64) -> Result<Outcome, EvalError> {
-        let model = self.model(rule, anomaly).await?;
+        let model = self.load_model(rule, anomaly).await?;
         let step = rule.step.secs();
         let end = now - now.rem_euclid(step);
         let n = model.window();
@@ -92,9 +97,17 @@ impl DetectorState {
             answers.push((channel.name.as_str(), query(source, metrics, &channel.expr, start, end, step).await?));
         }
         let joined = window::join(answers, anomaly.on.as_deref()).map_err(EvalError::Join)?;
+        let mut outcome = Outcome::default();
+        if let Some((key, channel)) = joined.partial.first() {
+            outcome.warnings.push(format!(
+                "{} series lack a channel and are not scored, e.g. {} has no {channel:?}: do the channels' labels match (see `on`)?",
+                joined.partial.len(),
+                format_labels(key)
+            ));
+        }
         let mut keys = Vec::new();
         let mut values = Vec::new();
-        for (key, channels) in joined {
+        for (key, channels) in joined.series {
             let grid = window::align(&channels, start, step, n);
             if let Some(w) = window::window(&grid, n - 1, n) {
                 keys.push(key);
@@ -110,13 +123,12 @@ impl DetectorState {
                 .unwrap_or_else(|panic| Err(format!("the model panicked: {panic}")))
                 .map_err(|err| EvalError::Model(format!("model file {}: {err}", anomaly.model_file.display())))?
         };
-        let mut outcome = Outcome::default();
         for (key, error) in keys.iter().zip(errors) {
             if !error.is_finite() {
-                outcome.warnings.push(format!("series {}: the reconstruction error is {error}", crate::exporter::format_labels(key)));
+                outcome.warnings.push(format!("series {}: the reconstruction error is {error}", format_labels(key)));
                 continue;
             }
-            let score = error / model.threshold();
+            let score = (error / model.threshold()).min(MAX_SCORE);
             outcome.series.push(SeriesOutput::new(key, rule, Values::Reconstruction { ts: end, score, error }));
         }
         self.series = outcome.series.len();
@@ -133,7 +145,7 @@ mod tests {
     use futures::FutureExt;
     use prometheus_client::registry::Registry;
 
-    /// Answers constant series: `cpu` for instances a and b, `mem` and `value` for a only.
+    /// Answers constant series: `cpu` for instances a, b and c, `mem` for a and c, `value` for a.
     struct Constant;
 
     impl Source for Constant {
@@ -143,8 +155,8 @@ mod tests {
                 samples: (start..=end).step_by(step as usize).map(|t| (t, v)).collect(),
             };
             let out = match expr {
-                "cpu" => vec![make("a", 14.0), make("b", 10.0)],
-                "mem" => vec![make("a", 100.0)],
+                "cpu" => vec![make("a", 14.0), make("b", 10.0), make("c", 10.0)],
+                "mem" => vec![make("a", 100.0), make("c", 110.0)],
                 _ => vec![make("a", 3.0)],
             };
             async move { Ok(out) }.boxed()
@@ -178,12 +190,21 @@ mod tests {
         anomaly.channels[1].name = "b".into();
         let mut state = DetectorState::default();
         let outcome = state.evaluate(&rule, &anomaly, &Constant, &metrics, 6_000_030).await.unwrap();
-        // only instance a has both channels: z = (14 - 10) / 2 = 2 and 0, so the error is 2
-        assert_eq!(outcome.series.len(), 1);
-        let out = &outcome.series[0];
-        assert_eq!(out.labels, vec![("instance".to_string(), "a".to_string()), ("rule".to_string(), "ae".to_string())]);
-        assert_eq!(out.values, Values::Reconstruction { ts: 6_000_000, score: 1.0, error: 2.0 });
-        assert_eq!(state.series_count(), 1);
+        // a: z = ((14 - 10) / 2, 0) = (2, 0), so the error is (4 + 0) / 2 = 2
+        // c: z = (0, (110 - 100) / 10) = (0, 1), so the error is 0.5
+        // b has no mem (channel "b" of the model): not scored, and said so
+        let labels = |i: &str| vec![("instance".to_string(), i.to_string()), ("rule".to_string(), "ae".to_string())];
+        let got: Vec<_> = outcome.series.iter().map(|o| (o.labels.clone(), o.values.clone())).collect();
+        assert_eq!(got, vec![
+            (labels("a"), Values::Reconstruction { ts: 6_000_000, score: 1.0, error: 2.0 }),
+            (labels("c"), Values::Reconstruction { ts: 6_000_000, score: 0.25, error: 0.5 }),
+        ]);
+        assert_eq!(state.series_count(), 2);
+        assert_eq!(outcome.warnings.len(), 1);
+        assert!(outcome.warnings[0].starts_with(r#"1 series lack a channel and are not scored, e.g. {instance="b"} has no "b""#), "{:?}", outcome.warnings);
+        // both windows went to the model in one call
+        let Some((_, Ok(model))) = &state.loaded else { panic!("no model") };
+        assert_eq!(model.runs.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
     #[tokio::test]

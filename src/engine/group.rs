@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::eval::FitPool;
 use super::RuleState;
-use crate::config::{RuleGroup, Schedule};
+use crate::config::{RuleGroup, RuleKind, Schedule};
 use crate::exporter::{Exporter, Metrics, RuleId};
 use crate::source::Source;
 
@@ -60,6 +60,7 @@ pub(crate) async fn run(
 ) -> HashMap<String, RuleState> {
     let interval = super::schedule_interval(&group.schedule);
     let stale_after = ctx.staleness.max(2.0 * interval);
+    load_models(&group, &mut states, &ctx, stale_after).await;
     match &group.schedule {
         Schedule::Interval(every) => {
             let period = every.get();
@@ -113,6 +114,22 @@ pub(crate) async fn run(
     states
 }
 
+/// Loads the model of every detector rule as the group starts, that is when its rules load, so
+/// that a broken model shows in `/api/v1/rules` and the failure counter at once, not at the
+/// rule's first run (hours away for some cron groups). A rule kept over a reload keeps its model
+/// unless the file changed.
+async fn load_models(group: &RuleGroup, states: &mut HashMap<String, RuleState>, ctx: &Context, stale_after: f64) {
+    for rule in &group.rules {
+        let RuleKind::Anomaly(detector) = &rule.kind else { continue };
+        let RuleState::Detector(state) = states.entry(rule.name.clone()).or_insert_with(|| RuleState::for_rule(rule)) else { continue };
+        let started = unix_now();
+        if let Err(err) = state.load_model(rule, detector).await {
+            let id = RuleId { group: group.key.clone(), rule: rule.name.clone() };
+            ctx.exporter.record(&id, started, unix_now() - started, Err(err.to_string()), stale_after);
+        }
+    }
+}
+
 async fn evaluate_group(
     group: &RuleGroup,
     states: &mut HashMap<String, RuleState>,
@@ -136,7 +153,7 @@ async fn evaluate_group(
         let result = match result {
             Ok(outcome) => {
                 for warning in &outcome.warnings {
-                    tracing::warn!(group = %group.key.name, rule = %rule.name, problem = %warning, "series not fitted");
+                    tracing::warn!(group = %group.key.name, rule = %rule.name, problem = %warning, "series skipped or not refitted");
                 }
                 tracing::debug!(group = %group.key.name, rule = %rule.name, series = outcome.series.len(), fits = outcome.fits, "rule evaluated");
                 Ok((outcome.series, outcome.fits, state.series_count()))
@@ -196,6 +213,40 @@ mod tests {
         let missed = snapshot.groups[&group.key].missed;
         assert!((6..=7).contains(&evaluations), "{evaluations} runs in 20 s of 3 s each");
         assert_eq!(missed, 2 * evaluations, "each run covered two more slots, which were skipped");
+    }
+
+    #[tokio::test]
+    async fn a_broken_model_shows_when_the_rule_loads_not_at_its_first_run() {
+        let exporter = Exporter::default();
+        let ctx = Arc::new(Context {
+            source: RwLock::new(Arc::new(Slow)),
+            metrics: Metrics::register(&mut Registry::default()),
+            exporter: exporter.clone(),
+            pool: FitPool::new(1),
+            staleness: 300.0,
+        });
+        // a yearly cron: its first run is months away
+        let text = "groups: [{ name: g, cron: '0 0 1 1 *', rules: [{ anomaly: ae, expr: up, detector: { type: autoencoder, model_file: missing.onnx } }] }]";
+        let group = crate::config::rules::parse(std::path::Path::new("r.yaml"), text, &Default::default()).unwrap().remove(0);
+        exporter.set_group(&group, 1.0, &[]);
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(run(group.clone(), HashMap::new(), ctx, token.clone()));
+        let id = RuleId { group: group.key.clone(), rule: "ae".into() };
+        let status = async {
+            loop {
+                let status = exporter.load().rules[&id].status.clone();
+                if status.evaluations > 0 {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let status = tokio::time::timeout(Duration::from_secs(10), status).await.expect("the load failure is recorded at once");
+        assert_eq!((status.health, status.failures), (crate::exporter::Health::Err, 1));
+        assert!(status.last_error.as_deref().is_some_and(|e| e.contains("model file missing.onnx")), "{status:?}");
+        token.cancel();
+        let states = handle.await.unwrap();
+        assert!(matches!(states["ae"], RuleState::Detector(_)));
     }
 
     proptest! {

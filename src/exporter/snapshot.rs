@@ -224,7 +224,7 @@ impl Exporter {
             s.rules.retain(|id, _| id.group != group.key || kept.contains(&id.rule));
             for rule in &group.rules {
                 let id = RuleId { group: group.key.clone(), rule: rule.name.clone() };
-                s.rules.entry(id).or_insert_with(|| Arc::new(RuleEntry { expr: rule.query(), kind: rule.kind_name(), ..Default::default() }));
+                s.rules.entry(id).or_insert_with(|| Arc::new(RuleEntry { expr: rule.display_query(), kind: rule.kind_name(), ..Default::default() }));
             }
             let missed = s.groups.get(&group.key).map_or(0, |g| g.missed);
             s.groups.insert(group.key.clone(), GroupInfo { interval, rules: names, missed });

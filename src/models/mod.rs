@@ -16,6 +16,7 @@ use crate::config::Duration;
 
 pub use fit::{fit, Path};
 pub use score::anomaly_score;
+pub(crate) use score::MAX_SCORE;
 pub use series::{Point, SeriesModel};
 
 /// Errors from fitting or predicting.

@@ -55,9 +55,10 @@ fn swap(from: &Path, to: &Path) {
 fn committed_models_score_the_machine_failure_above_1_and_normal_days_below() {
     let (timestamps, values) = machine_temperature();
     // Rows of normal days outside the models' training data (2013-12-18 to 2014-01-26) and
-    // outside NAB's labelled windows, and rows inside its last labelled window (2014-02-07
-    // 14:55 – 2014-02-09 14:05), where the machine fails.
-    let normal: Vec<usize> = ["2013-12-04 12:00", "2013-12-08 12:00", "2014-02-02 12:00", "2014-02-04 12:00"].iter().map(|t| row(&timestamps, t)).collect();
+    // outside NAB's labelled windows, the last of them hours before the labelled failure
+    // (2014-02-07 14:55 – 2014-02-09 14:05); and rows inside it, as the machine cools down: the
+    // score crosses 1 in between.
+    let normal: Vec<usize> = ["2013-12-04 12:00", "2013-12-08 12:00", "2014-02-04 12:00", "2014-02-07 12:00"].iter().map(|t| row(&timestamps, t)).collect();
     let failing: Vec<usize> = ["2014-02-08 12:00", "2014-02-08 14:00", "2014-02-08 16:00"].iter().map(|t| row(&timestamps, t)).collect();
     let cut = |kind: &str, at: usize| Backfill {
         labels: vec![("dataset".into(), "machine".into()), ("kind".into(), kind.into()), ("cut".into(), at.to_string())],
@@ -156,7 +157,18 @@ fn broken_models_fail_only_their_rule_and_replaced_models_are_used() {
         find(s, "pulsewatch_anomaly_score", &[("rule", "corrupt")]).first().is_some_and(|s| s.value == 9.0)
     });
     assert!(api_rules(&pw).iter().any(|r| r["name"] == "corrupt" && r["health"] == "ok"));
-    assert!(pw.log().contains("model loaded"), "{}", pw.log());
+
+    // a reload that changes the group (a rule goes) keeps the good rule's loaded model
+    let loads = |pw: &Pulsewatch| pw.log().lines().filter(|l| l.contains("model loaded") && l.contains("rule=good ")).count();
+    let before = loads(&pw);
+    assert_eq!(before, 2, "the first model and its replacement: {}", pw.log());
+    rules.pop();
+    write_rules(dir.path(), "1s", &rules);
+    let evaluations = |s: &[Sample]| find(s, "pulsewatch_rule_evaluations_total", &[("rule", "good")])[0].value;
+    let reloaded = pw.wait_metrics(Duration::from_secs(30), "the reload", |s| find(s, "pulsewatch_rule_evaluations_total", &[("rule", "tract_panics")]).is_empty());
+    let samples = pw.wait_metrics(Duration::from_secs(30), "the restarted group's evaluations", |s| evaluations(s) >= evaluations(&reloaded) + 2.0 && good(2.25)(s));
+    assert_eq!(find(&samples, "pulsewatch_config_last_reload_successful", &[])[0].value, 1.0);
+    assert_eq!(loads(&pw), before, "{}", pw.log());
 }
 
 #[test]
