@@ -61,15 +61,15 @@ impl DetectorState {
     ///
     /// # Errors
     /// The file cannot be read, or the model cannot be loaded or does not fit the rule.
-    pub async fn load_model(&mut self, rule: &Rule, detector: &Anomaly) -> Result<Arc<Autoencoder>, EvalError> {
-        let path = &detector.model_file;
+    pub async fn load_model(&mut self, rule: &Rule, anomaly: &Anomaly) -> Result<Arc<Autoencoder>, EvalError> {
+        let path = &anomaly.model_file;
         let fingerprint = Fingerprint::of(path).map_err(|err| EvalError::Model(format!("model file {}: {err}", path.display())))?;
         if let Some((loaded_from, model)) = &self.loaded {
             if *loaded_from == fingerprint {
                 return model.clone().map_err(EvalError::Model);
             }
         }
-        let (spec, step) = (detector.clone(), rule.step.clone());
+        let (spec, step) = (anomaly.clone(), rule.step.clone());
         let model = tokio::task::spawn_blocking(move || Autoencoder::load_for_rule(&spec, &step).map(Arc::new).map_err(|err| err.to_string()))
             .await
             .unwrap_or_else(|panic| Err(format!("model file {}: loading panicked: {panic}", path.display())));

@@ -120,10 +120,10 @@ pub(crate) async fn run(
 /// unless the file changed.
 async fn load_models(group: &RuleGroup, states: &mut HashMap<String, RuleState>, ctx: &Context, stale_after: f64) {
     for rule in &group.rules {
-        let RuleKind::Anomaly(detector) = &rule.kind else { continue };
+        let RuleKind::Anomaly(anomaly) = &rule.kind else { continue };
         let RuleState::Detector(state) = states.entry(rule.name.clone()).or_insert_with(|| RuleState::for_rule(rule)) else { continue };
         let started = unix_now();
-        if let Err(err) = state.load_model(rule, detector).await {
+        if let Err(err) = state.load_model(rule, anomaly).await {
             let id = RuleId { group: group.key.clone(), rule: rule.name.clone() };
             ctx.exporter.record(&id, started, unix_now() - started, Err(err.to_string()), stale_after);
         }
