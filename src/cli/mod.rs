@@ -112,11 +112,26 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         None => {
             init_logging(cli.log_level, cli.log_format);
+            log_panics();
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(run::daemon(cli))?;
             Ok(EXIT_OK)
         }
     }
+}
+
+/// Logs panics as error events in the log's format. tract panics on some malformed models; the
+/// loader catches that and fails the rule, but the default hook would also print the panic to
+/// stderr outside the log format.
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let backtrace = std::backtrace::Backtrace::capture();
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            tracing::error!(panic = %info, backtrace = %backtrace, "panic");
+        } else {
+            tracing::error!(panic = %info, "panic");
+        }
+    }));
 }
 
 fn init_logging(level: LogLevel, format: LogFormat) {

@@ -147,6 +147,10 @@ fn broken_models_fail_only_their_rule_and_replaced_models_are_used() {
     }
     assert_eq!(api[0]["health"], "ok");
     assert!(pw.is_running());
+    // tract's panic is logged as an event in the log's format, not printed raw
+    let log = pw.log();
+    assert!(log.lines().any(|l| l.contains("level=error") && l.contains("UndeterminedSymbol")), "{log}");
+    assert!(!log.lines().any(|l| l.starts_with("thread '")), "{log}");
 
     // a new model under the same name is used without a restart
     swap(&fixture("half_w4_c1.onnx"), &models.join("good.onnx"));
