@@ -320,6 +320,12 @@ mod tests {
         assert!(err.contains("unsupported_op.onnx") && err.contains("PulsewatchNoSuchOp"), "{err}");
         let err = load_err("bad_output_shape.onnx");
         assert!(err.contains("output shape [batch, 2, 1] differs from input shape [batch, 4, 1]"), "{err}");
+        let err = load_err("float64_w4_c1.onnx");
+        assert!(err.contains("the input is F64; an autoencoder takes and returns float32"), "{err}");
+        let err = load_err("batch2_w4_c1.onnx");
+        assert!(err.contains("input shape [2, 4, 1]: the batch dimension must be symbolic or 1, not 2"), "{err}");
+        let err = load_err("window_20000_c1.onnx");
+        assert!(err.contains("a window of 20000 samples is more than 10000"), "{err}");
         let err = load_err("lstm_no_initial_state.onnx");
         assert!(err.contains("lstm_no_initial_state.onnx: tract panicked loading the model") && err.contains("UndeterminedSymbol"), "{err}");
         let err = load_err("no_metadata.onnx");

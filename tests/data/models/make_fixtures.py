@@ -21,6 +21,9 @@ pulsewatch metadata JSON under metadata_props["pulsewatch"].
                          PulsewatchNoSuchOp (the ONNX checker rejects it).
   bad_output_shape.onnx  [batch,4,1] -> [batch,2,1] (Slice of the first 2 steps).
   no_metadata.onnx       zero_w4_c1 without metadata_props.
+  float64_w4_c1.onnx     like zero_w4_c1 in float64.
+  batch2_w4_c1.onnx      like zero_w4_c1 with the batch fixed to 2.
+  window_20000_c1.onnx   like zero_w4_c1 with a window of 20,000 samples.
   lstm_no_initial_state.onnx
                          [batch,4,1] through an LSTM without initial state: a
                          valid model on which tract panics while loading.
@@ -47,16 +50,16 @@ def metadata(channels, threshold, step_seconds=60):
                       sort_keys=False)
 
 
-def value_info(name, shape):
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+def value_info(name, shape, elem_type=TensorProto.FLOAT):
+    return helper.make_tensor_value_info(name, elem_type, shape)
 
 
-def make(name, nodes, initializers, in_shape, out_shape, meta, check=True):
+def make(name, nodes, initializers, in_shape, out_shape, meta, check=True, elem_type=TensorProto.FLOAT):
     graph = helper.make_graph(
         nodes,
         name.removesuffix(".onnx"),
-        [value_info("window", in_shape)],
-        [value_info("reconstruction", out_shape)],
+        [value_info("window", in_shape, elem_type)],
+        [value_info("reconstruction", out_shape, elem_type)],
         initializer=initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
@@ -107,6 +110,15 @@ def main():
                  ["batch", 4, 1], ["batch", 2, 1], metadata(C1, 1.0))
     (y,) = ReferenceEvaluator(model).run(None, {"window": np.ones((3, 4, 1), np.float32)})
     assert y.shape == (3, 2, 1)
+
+    # Valid models pulsewatch refuses: float64 in and out, a batch fixed at 2, a window too long.
+    mul = helper.make_node("Mul", ["window", "factor"], ["reconstruction"])
+    zero64 = numpy_helper.from_array(np.array(0.0, dtype=np.float64), "factor")
+    make("float64_w4_c1.onnx", [mul], [zero64], ["batch", 4, 1], ["batch", 4, 1], metadata(C1, 1.0),
+         elem_type=TensorProto.DOUBLE)
+    zero = numpy_helper.from_array(np.array(0.0, dtype=np.float32), "factor")
+    make("batch2_w4_c1.onnx", [mul], [zero], [2, 4, 1], [2, 4, 1], metadata(C1, 1.0))
+    make("window_20000_c1.onnx", [mul], [zero], ["batch", 20000, 1], ["batch", 20000, 1], metadata(C1, 1.0))
 
     # A valid LSTM without initial_h/initial_c: tract asks the symbolic batch size for a number
     # and panics while loading it, which pulsewatch must turn into an error.
