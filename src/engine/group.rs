@@ -186,16 +186,21 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn overrunning_runs_skip_ticks_and_count_them() {
-        let exporter = Exporter::default();
-        let ctx = Arc::new(Context {
+    /// A context over the `Slow` source that records into `exporter`.
+    fn context(exporter: &Exporter) -> Arc<Context> {
+        Arc::new(Context {
             source: RwLock::new(Arc::new(Slow)),
             metrics: Metrics::register(&mut Registry::default()),
             exporter: exporter.clone(),
             pool: FitPool::new(1),
             staleness: 300.0,
-        });
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn overrunning_runs_skip_ticks_and_count_them() {
+        let exporter = Exporter::default();
+        let ctx = context(&exporter);
         let rule: Rule = crate::config::rules::parse(std::path::Path::new("r.yaml"), "groups: [{ name: g, rules: [{ forecast: r, expr: up, model: { type: linear } }] }]", &Default::default())
             .unwrap()
             .remove(0)
@@ -218,13 +223,7 @@ mod tests {
     #[tokio::test]
     async fn a_broken_model_shows_when_the_rule_loads_not_at_its_first_run() {
         let exporter = Exporter::default();
-        let ctx = Arc::new(Context {
-            source: RwLock::new(Arc::new(Slow)),
-            metrics: Metrics::register(&mut Registry::default()),
-            exporter: exporter.clone(),
-            pool: FitPool::new(1),
-            staleness: 300.0,
-        });
+        let ctx = context(&exporter);
         // a yearly cron: its first run is months away
         let text = "groups: [{ name: g, cron: '0 0 1 1 *', rules: [{ anomaly: ae, expr: up, detector: { type: autoencoder, model_file: missing.onnx } }] }]";
         let group = crate::config::rules::parse(std::path::Path::new("r.yaml"), text, &Default::default()).unwrap().remove(0);
