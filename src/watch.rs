@@ -8,16 +8,23 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use notify::RecursiveMode;
-use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
+use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
-/// How long events are collected before one reload is asked for.
+/// How long the watched directories must be quiet before one reload is asked for.
 pub const DEBOUNCE: Duration = Duration::from_millis(500);
 
 /// A running watch; dropping it stops watching.
 pub struct Watch {
-    _debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
+    _watcher: notify::RecommendedWatcher,
+    debounce: JoinHandle<()>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.debounce.abort();
+    }
 }
 
 /// The directories to watch for a config file and its rule-file patterns: the config file's
@@ -34,25 +41,42 @@ pub fn directories(config_file: &Path, patterns: &[String]) -> BTreeSet<PathBuf>
     dirs
 }
 
-/// Watches `dirs` and sends on `tx` after each debounced burst of changes.
+/// Watches `dirs` and sends on `tx` once changes in them have settled for [`DEBOUNCE`].
 ///
 /// # Errors
-/// A directory could not be watched.
+/// The watcher could not be created.
 pub fn start(dirs: &BTreeSet<PathBuf>, tx: mpsc::Sender<()>) -> notify::Result<Watch> {
-    let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
-        let changed = result.map(|events| events.iter().any(|e| !e.kind.is_access())).unwrap_or(false);
-        if changed {
-            // A full channel already holds a pending reload; one is enough.
-            let _ = tx.try_send(());
+    // Capacity 1: a change already queued stands for any that come before it is taken.
+    let (changes_tx, changes_rx) = mpsc::channel(1);
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = changes_tx.try_send(());
         }
     })?;
     // A directory that cannot be watched (not there yet, say) must not cost the others theirs.
     for dir in dirs {
-        if let Err(err) = debouncer.watch(dir, RecursiveMode::NonRecursive) {
+        if let Err(err) = watcher.watch(dir, RecursiveMode::NonRecursive) {
             tracing::warn!(dir = %dir.display(), error = %err, "cannot watch directory; changes in it need SIGHUP or /-/reload");
         }
     }
-    Ok(Watch { _debouncer: debouncer })
+    Ok(Watch { _watcher: watcher, debounce: tokio::spawn(debounce(changes_rx, tx, DEBOUNCE)) })
+}
+
+/// Sends one reload on `reload` for each burst of `changes`: once no change has come for
+/// `quiet`. One save makes several events, spread over time (write, chmod, rename, a
+/// ConfigMap's symlink swap), so a timer per event would reload more than once.
+async fn debounce(mut changes: mpsc::Receiver<()>, reload: mpsc::Sender<()>, quiet: Duration) {
+    while changes.recv().await.is_some() {
+        loop {
+            match tokio::time::timeout(quiet, changes.recv()).await {
+                Ok(Some(())) => continue,
+                Ok(None) => return,
+                Err(_) => break,
+            }
+        }
+        // A full channel already holds a pending reload; one is enough.
+        let _ = reload.try_send(());
+    }
 }
 
 #[cfg(test)]
@@ -76,16 +100,24 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("a reload for the watched directory");
     }
 
-    #[tokio::test]
-    async fn one_reload_per_burst_of_writes() {
-        let dir = tempfile::tempdir().unwrap();
-        let (tx, mut rx) = mpsc::channel(1);
-        let _watch = start(&BTreeSet::from([dir.path().to_path_buf()]), tx).unwrap();
-        for i in 0..5 {
-            std::fs::write(dir.path().join("r.yaml"), format!("{i}")).unwrap();
+    #[tokio::test(start_paused = true)]
+    async fn one_reload_per_burst_once_it_settles() {
+        let (changes, rx) = mpsc::channel(1);
+        let (tx, mut reloads) = mpsc::channel(8);
+        tokio::spawn(debounce(rx, tx, DEBOUNCE));
+        let began = tokio::time::Instant::now();
+        // five changes 300 ms apart, each within the quiet period after the one before
+        for _ in 0..5 {
+            changes.send(()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("a reload within 10s").unwrap();
-        // the burst was folded: nothing more arrives once it settled
-        assert!(tokio::time::timeout(DEBOUNCE * 3, rx.recv()).await.is_err());
+        reloads.recv().await.unwrap();
+        assert_eq!(began.elapsed(), Duration::from_millis(4 * 300) + DEBOUNCE, "one quiet period after the last change");
+        // nothing more for that burst (paused time: this waits a virtual hour, at once)
+        assert!(tokio::time::timeout(Duration::from_secs(3600), reloads.recv()).await.is_err());
+        // a later change is a new burst, and a new reload
+        changes.send(()).await.unwrap();
+        reloads.recv().await.unwrap();
+        assert!(reloads.try_recv().is_err());
     }
 }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Cli;
 use crate::config;
-use crate::engine::{Context, FitPool, RuleManager};
+use crate::engine::{Clock, Context, FitPool, RuleManager};
 use crate::exporter::{Exporter, Metrics, ProcessCollector, SnapshotCollector};
 use crate::http::{self, AppState, WebConfig};
 use crate::source::PromClient;
@@ -93,6 +93,7 @@ pub(super) async fn daemon(cli: Cli) -> anyhow::Result<()> {
         exporter: exporter.clone(),
         pool: FitPool::new(loaded.config.global.max_concurrent_fits),
         staleness: loaded.config.global.staleness.get().as_secs_f64(),
+        clock: Clock::System,
     });
     let root = CancellationToken::new();
     let (watch_tx, mut watch_rx) = mpsc::channel(1);
@@ -166,6 +167,56 @@ async fn server_done(server: &tokio::task::JoinHandle<std::io::Result<()>>) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+
+    /// A Prometheus stand-in that records each request's `Authorization` and answers an empty
+    /// matrix.
+    async fn recording_source(seen: Arc<Mutex<Vec<String>>>) -> String {
+        let handler = move |headers: axum::http::HeaderMap| async move {
+            let auth = headers.get("authorization").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+            seen.lock().unwrap().push(auth);
+            r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#
+        };
+        let app = axum::Router::new().route("/api/v1/query_range", axum::routing::post(handler));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_reload_rereads_a_rotated_token_file() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let url = recording_source(seen.clone()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config_file = dir.path().join("pulsewatch.yml");
+        std::fs::write(dir.path().join("token"), "first\n").unwrap();
+        let token = dir.path().join("token").display().to_string();
+        std::fs::write(&config_file, format!("source: {{ url: '{url}', retries: 0, bearer_token: {{ file: '{token}' }} }}\nrule_files: []\n")).unwrap();
+        let loaded = config::load(&config_file).unwrap();
+        let metrics = Metrics::register(&mut Registry::default());
+        let ctx = Arc::new(Context {
+            source: RwLock::new(Arc::new(PromClient::new(&loaded.config.source).unwrap())),
+            metrics: metrics.clone(),
+            exporter: Exporter::default(),
+            pool: FitPool::new(1),
+            staleness: 300.0,
+            clock: Clock::System,
+        });
+        let (watch_tx, _watch_rx) = mpsc::channel(1);
+        let mut daemon = Daemon { config_file, manager: RuleManager::new(ctx.clone(), CancellationToken::new()), metrics, watch_tx, watch: None };
+        let query = || async {
+            let source = ctx.source.read().unwrap().clone();
+            source.query_range("up", 0, 60, 60).await.unwrap();
+            seen.lock().unwrap().last().cloned().unwrap()
+        };
+        assert_eq!(query().await, "Bearer first");
+        // the token is rotated in place; the configuration itself does not change
+        std::fs::write(dir.path().join("token"), "second\n").unwrap();
+        assert_eq!(query().await, "Bearer first", "read at start, not per request");
+        daemon.reload().await.unwrap();
+        assert_eq!(query().await, "Bearer second", "re-read on reload");
+    }
 
     #[test]
     fn listen_address_forms() {

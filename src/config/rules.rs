@@ -533,12 +533,50 @@ groups:
         let g = &groups[0];
         assert_eq!(g.schedule, Schedule::Interval(Duration::parse("1m").unwrap()));
         let first = g.rules[0].forecast().unwrap();
-        assert_eq!(first.horizons.len(), 3);
+        let d = |s: &str| Duration::parse(s).unwrap();
+        assert_eq!(first.horizons, vec![d("15m"), d("1h"), d("4h")]);
         assert_eq!(g.rules[0].labels["team"], "infra");
+        assert_eq!(g.rules[0].step, d("1m"));
         assert_eq!(first.history_points(&g.rules[0].step), 14 * 1440);
+        assert_eq!(first.refit, d("6h"));
+        assert_eq!(first.band, 0.95);
+        assert_eq!(first.direction, Direction::Both);
+        assert_eq!(first.min_deviation, 0.02);
+        assert_eq!(first.model, ModelSpec::Mstl { seasonality: vec![d("1d"), d("1w")] });
+        // the second rule takes every default
         let defaults = Defaults::default();
-        assert_eq!(g.rules[1].forecast().unwrap().model, defaults.model);
-        assert_eq!(g.rules[1].forecast().unwrap().band, defaults.band);
+        let second = g.rules[1].forecast().unwrap();
+        assert_eq!(g.rules[1].step, defaults.step);
+        assert_eq!((&second.history, &second.refit), (&defaults.history, &defaults.refit));
+        assert_eq!(second.model, defaults.model);
+        assert_eq!(second.band, defaults.band);
+        assert_eq!((second.direction, second.min_deviation), (Direction::Both, 0.0));
+        assert!(second.horizons.is_empty());
+    }
+
+    #[test]
+    fn direction_and_min_deviation() {
+        let rule = |extra: &str| format!("groups:\n  - name: g\n    rules:\n      - forecast: a\n        expr: up\n{extra}");
+        for (text, direction) in [("above", Direction::Above), ("below", Direction::Below), ("both", Direction::Both)] {
+            let groups = load(&rule(&format!("        direction: {text}\n"))).unwrap();
+            assert_eq!(groups[0].rules[0].forecast().unwrap().direction, direction, "{text}");
+        }
+        let err = load(&rule("        direction: up\n")).unwrap_err().to_string();
+        assert!(err.contains("r.yaml:6"), "{err}");
+        for bad in ["-0.5", ".nan", ".inf"] {
+            let err = load(&rule(&format!("        min_deviation: {bad}\n"))).unwrap_err().to_string();
+            assert!(err.contains("r.yaml:4:") && err.contains("must be a finite number >= 0"), "{bad}: {err}");
+        }
+        let groups = load(&rule("        min_deviation: 3\n")).unwrap();
+        assert_eq!(groups[0].rules[0].forecast().unwrap().min_deviation, 3.0);
+    }
+
+    #[test]
+    fn interval_and_cron_both_set_is_an_error() {
+        let err = load("groups:\n  - name: g\n    interval: 1m\n    cron: \"*/5 * * * *\"\n    rules: []\n").unwrap_err();
+        let lines: Vec<String> = err.iter().map(|p| p.to_string()).collect();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].starts_with("r.yaml:2:") && lines[0].contains("group \"g\"") && lines[0].contains("set either interval or cron, not both"), "{}", lines[0]);
     }
 
     #[test]

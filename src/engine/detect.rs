@@ -47,6 +47,8 @@ impl Fingerprint {
 pub struct DetectorState {
     /// The file's fingerprint when last loaded, and what loading it gave.
     loaded: Option<(Fingerprint, Result<Arc<Autoencoder>, String>)>,
+    /// Loads attempted, successful or not.
+    loads: u64,
     series: usize,
 }
 
@@ -70,6 +72,7 @@ impl DetectorState {
             }
         }
         let (spec, step) = (anomaly.clone(), rule.step.clone());
+        self.loads += 1;
         let model = tokio::task::spawn_blocking(move || Autoencoder::load_for_rule(&spec, &step).map(Arc::new).map_err(|err| err.to_string()))
             .await
             .unwrap_or_else(|panic| Err(format!("model file {}: loading panicked: {panic}", path.display())));
@@ -243,5 +246,66 @@ mod tests {
         // and a good one brings it back
         swap("zero_w4_c1.onnx");
         assert_eq!(score(state.evaluate(&rule, &anomaly, &Constant, &metrics, 6_000_210).await.unwrap()), vec![9.0]);
+    }
+
+    /// Rewrites `path` in place with `content`, then gives it back its size and modification
+    /// time, as `cp -p` or `rsync -t` do: only the inode change time tells the versions apart.
+    fn rewrite_keeping_mtime(path: &Path, content: &[u8]) {
+        let before = std::fs::metadata(path).unwrap();
+        assert_eq!(before.len(), content.len() as u64, "the versions must have one size");
+        let ctime = |m: &std::fs::Metadata| {
+            use std::os::unix::fs::MetadataExt;
+            (m.ctime(), m.ctime_nsec())
+        };
+        // File times tick with the kernel's coarse clock: rewrite until the change time moved.
+        for _ in 0..100 {
+            std::fs::write(path, content).unwrap();
+            std::fs::File::options().write(true).open(path).unwrap().set_modified(before.modified().unwrap()).unwrap();
+            let after = std::fs::metadata(path).unwrap();
+            assert_eq!((after.len(), after.modified().unwrap()), (before.len(), before.modified().unwrap()));
+            if ctime(&after) != ctime(&before) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("the inode change time of {} did not move", path.display());
+    }
+
+    #[tokio::test]
+    async fn a_model_rewritten_with_its_size_and_mtime_is_loaded_again() {
+        let metrics = Metrics::register(&mut Registry::default());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.onnx");
+        std::fs::copy(fixture("zero_w4_c1.onnx"), &path).unwrap();
+        let (rule, anomaly) = rule(&["value"], &path);
+        let mut state = DetectorState::default();
+        let score = |outcome: Outcome| outcome.series.iter().map(SeriesOutput::score).collect::<Vec<_>>();
+        assert_eq!(score(state.evaluate(&rule, &anomaly, &Constant, &metrics, 6_000_030).await.unwrap()), vec![9.0]);
+        rewrite_keeping_mtime(&path, &std::fs::read(fixture("half_w4_c1.onnx")).unwrap());
+        assert_eq!(score(state.evaluate(&rule, &anomaly, &Constant, &metrics, 6_000_090).await.unwrap()), vec![2.25], "the half model");
+        assert_eq!(state.loads, 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_load_is_retried_only_when_the_file_changes() {
+        let metrics = Metrics::register(&mut Registry::default());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.onnx");
+        std::fs::write(&path, b"garbage").unwrap();
+        let (rule, anomaly) = rule(&["value"], &path);
+        let mut state = DetectorState::default();
+        for now in [6_000_030, 6_000_090, 6_000_150] {
+            let err = state.evaluate(&rule, &anomaly, &Constant, &metrics, now).await.unwrap_err().to_string();
+            assert!(err.contains("model.onnx: not an ONNX model"), "{err}");
+        }
+        assert_eq!(state.loads, 1, "one failed load, remembered");
+        rewrite_keeping_mtime(&path, b"garbag2");
+        assert!(state.evaluate(&rule, &anomaly, &Constant, &metrics, 6_000_210).await.is_err());
+        assert_eq!(state.loads, 2, "a changed file is tried again");
+        std::fs::copy(fixture("zero_w4_c1.onnx"), &path).unwrap();
+        for now in [6_000_270, 6_000_330] {
+            assert!(state.evaluate(&rule, &anomaly, &Constant, &metrics, now).await.is_ok());
+        }
+        assert_eq!(state.loads, 3, "a good model is loaded once");
     }
 }

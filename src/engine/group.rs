@@ -7,15 +7,14 @@
 //! are bounded by the source timeout.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use super::eval::FitPool;
 use super::RuleState;
-use crate::config::{RuleGroup, RuleKind, Schedule};
+use crate::config::{GroupKey, RuleGroup, RuleKind, Schedule};
 use crate::exporter::{Exporter, Metrics, RuleId};
 use crate::source::Source;
 
@@ -31,6 +30,8 @@ pub struct Context {
     pub pool: FitPool,
     /// Minimum staleness period, seconds.
     pub staleness: f64,
+    /// The time of day that schedules and evaluations read.
+    pub clock: super::Clock,
 }
 
 impl std::fmt::Debug for Context {
@@ -39,16 +40,17 @@ impl std::fmt::Debug for Context {
     }
 }
 
-/// Offset of a group's runs within its interval, stable for a given key.
-pub fn slot_offset(key: &impl Hash, interval: Duration) -> Duration {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut hasher);
-    let nanos = interval.as_nanos().max(1) as u64;
-    Duration::from_nanos(hasher.finish() % nanos)
+/// Offset of a group's runs within its interval: FNV-1a (64 bit) of the file and group name,
+/// so that it is the same across restarts, builds and platforms (std's hasher promises none).
+pub fn slot_offset(key: &GroupKey, interval: Duration) -> Duration {
+    let text = format!("{}\u{0}{}", key.file.display(), key.name);
+    let nanos = interval.as_nanos().clamp(1, u128::from(u64::MAX)) as u64;
+    Duration::from_nanos(fnv1a64(text.as_bytes()) % nanos)
 }
 
-fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+/// The 64-bit FNV-1a hash.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 /// Runs `group` until `token` is cancelled, then hands back the rules' model state.
@@ -58,14 +60,13 @@ pub(crate) async fn run(
     ctx: Arc<Context>,
     token: CancellationToken,
 ) -> HashMap<String, RuleState> {
-    let interval = super::schedule_interval(&group.schedule);
-    let stale_after = ctx.staleness.max(2.0 * interval);
+    let stale_after = super::stale_after(ctx.staleness, &group.schedule);
     load_models(&group, &mut states, &ctx, stale_after).await;
     match &group.schedule {
         Schedule::Interval(every) => {
             let period = every.get();
             let offset = slot_offset(&group.key, period).as_secs_f64();
-            let now = unix_now();
+            let now = ctx.clock.now();
             let p = period.as_secs_f64();
             let mut next = now - now.rem_euclid(p) + offset;
             if next < now {
@@ -91,7 +92,7 @@ pub(crate) async fn run(
             // Validated when the rule file was loaded.
             let Ok(cron) = super::parse_cron(expr) else { return states };
             loop {
-                let now = chrono::Utc::now();
+                let now = ctx.clock.utc();
                 let Some(next) = super::next_run(&cron, &now) else { break };
                 let wait = (next - now).to_std().unwrap_or_default();
                 tokio::select! {
@@ -101,7 +102,7 @@ pub(crate) async fn run(
                 evaluate_group(&group, &mut states, &ctx, &token, stale_after).await;
                 let mut skipped = 0;
                 let mut at = next;
-                while let Some(t) = super::next_run(&cron, &at).filter(|t| *t <= chrono::Utc::now()) {
+                while let Some(t) = super::next_run(&cron, &at).filter(|t| *t <= ctx.clock.utc()) {
                     skipped += 1;
                     at = t;
                 }
@@ -122,10 +123,10 @@ async fn load_models(group: &RuleGroup, states: &mut HashMap<String, RuleState>,
     for rule in &group.rules {
         let RuleKind::Anomaly(anomaly) = &rule.kind else { continue };
         let RuleState::Detector(state) = states.entry(rule.name.clone()).or_insert_with(|| RuleState::for_rule(rule)) else { continue };
-        let started = unix_now();
+        let started = ctx.clock.now();
         if let Err(err) = state.load_model(rule, anomaly).await {
             let id = RuleId { group: group.key.clone(), rule: rule.name.clone() };
-            ctx.exporter.record(&id, started, unix_now() - started, Err(err.to_string()), stale_after);
+            ctx.exporter.record(&id, started, ctx.clock.now() - started, Err(err.to_string()), stale_after);
         }
     }
 }
@@ -145,7 +146,7 @@ async fn evaluate_group(
         }
         let id = RuleId { group: group.key.clone(), rule: rule.name.clone() };
         let state = states.entry(rule.name.clone()).or_insert_with(|| RuleState::for_rule(rule));
-        let started = unix_now();
+        let started = ctx.clock.now();
         let began = Instant::now();
         let result = state.evaluate(rule, source.as_ref(), &ctx.metrics, &ctx.pool, started as i64, stale_after as i64).await;
         let took = began.elapsed();
@@ -171,49 +172,75 @@ async fn evaluate_group(
 mod tests {
     use super::*;
     use crate::config::{Duration as PwDuration, GroupKey, Rule};
-    use crate::source::{self, Series};
-    use futures::future::BoxFuture;
-    use futures::FutureExt;
-    use prometheus_client::registry::Registry;
+    use crate::engine::testing::FakeSource;
+    use crate::engine::Clock;
     use proptest::prelude::*;
 
-    /// Answers every query after 2.5 s: each run overruns two and a half 1 s ticks.
-    struct Slow;
-
-    impl Source for Slow {
-        fn query_range<'a>(&'a self, _: &'a str, _: i64, _: i64, _: i64) -> BoxFuture<'a, Result<Vec<Series>, source::Error>> {
-            async { tokio::time::sleep(Duration::from_millis(2500)).await; Ok(vec![]) }.boxed()
-        }
+    /// Answers every query after 2.5 s: each run of a 1 s group overruns two and a half ticks.
+    fn slow() -> FakeSource {
+        FakeSource { delay: Duration::from_millis(2500), ..Default::default() }
     }
 
-    /// A context over the `Slow` source that records into `exporter`.
+    /// A context over `source` that records into `exporter`.
     fn context(exporter: &Exporter) -> Arc<Context> {
-        Arc::new(Context {
-            source: RwLock::new(Arc::new(Slow)),
-            metrics: Metrics::register(&mut Registry::default()),
-            exporter: exporter.clone(),
-            pool: FitPool::new(1),
-            staleness: 300.0,
-        })
+        crate::engine::testing::context(slow(), exporter, Clock::default())
+    }
+
+    fn group(text: &str) -> RuleGroup {
+        crate::config::rules::parse(std::path::Path::new("r.yaml"), text, &Default::default()).unwrap().remove(0)
+    }
+
+    /// Runs `group` for `how_long` of (paused) time, then stops it and returns what it exported.
+    async fn run_for(group: &RuleGroup, ctx: Arc<Context>, how_long: Duration) -> Arc<crate::exporter::Snapshot> {
+        let interval = crate::engine::schedule_interval(&group.schedule);
+        ctx.exporter.set_group(group, interval, &[]);
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(run(group.clone(), HashMap::new(), ctx.clone(), token.clone()));
+        tokio::time::sleep(how_long).await;
+        token.cancel();
+        handle.await.unwrap();
+        ctx.exporter.load()
+    }
+
+    /// A cron group runs at its cron times and nowhere else, on the clock the context reads.
+    #[tokio::test(start_paused = true)]
+    async fn cron_groups_run_at_their_times() {
+        let exporter = Exporter::default();
+        let source = FakeSource::default();
+        // 2026-01-01T00:00:07Z
+        let start = 1_767_225_607;
+        let ctx = crate::engine::testing::context(source.clone(), &exporter, Clock::following_tokio(start as f64));
+        let group = group("groups: [{ name: g, cron: '*/10 * * * * *', rules: [{ forecast: r, expr: up, step: 1s, history: 20s, model: { type: linear } }] }]");
+        let snapshot = run_for(&group, ctx, Duration::from_secs(55)).await;
+        // runs at :10, :20, ..., :60 (each query ends at its run, aligned to the 1 s step)
+        let ends: Vec<i64> = source.queries_of("up").iter().map(|q| q.end - start).collect();
+        assert_eq!(ends, vec![3, 13, 23, 33, 43, 53]);
+        let status = &snapshot.rules.values().next().unwrap().status;
+        assert_eq!(status.evaluations, 6);
+        assert_eq!(status.last_evaluation, Some((start + 53) as f64));
+        assert_eq!(snapshot.groups[&group.key].missed, 0);
+    }
+
+    /// A cron run that overruns the next cron times skips them and counts them.
+    #[tokio::test(start_paused = true)]
+    async fn overrunning_cron_runs_skip_and_count() {
+        let exporter = Exporter::default();
+        let ctx = crate::engine::testing::context(slow(), &exporter, Clock::following_tokio(1_767_225_600.0));
+        let group = group("groups: [{ name: g, cron: '* * * * * *', rules: [{ forecast: r, expr: up, step: 1s, history: 20s, model: { type: linear } }] }]");
+        let snapshot = run_for(&group, ctx, Duration::from_millis(20_500)).await;
+        let evaluations = snapshot.rules.values().next().unwrap().status.evaluations;
+        // runs start at 1 s, 4 s, 7 s, ...: each takes 2.5 s and covers two more cron times
+        assert_eq!(evaluations, 7, "runs in 20.5 s");
+        assert_eq!(snapshot.groups[&group.key].missed, 2 * evaluations);
     }
 
     #[tokio::test(start_paused = true)]
     async fn overrunning_runs_skip_ticks_and_count_them() {
         let exporter = Exporter::default();
         let ctx = context(&exporter);
-        let rule: Rule = crate::config::rules::parse(std::path::Path::new("r.yaml"), "groups: [{ name: g, rules: [{ forecast: r, expr: up, model: { type: linear } }] }]", &Default::default())
-            .unwrap()
-            .remove(0)
-            .rules
-            .remove(0);
+        let rule: Rule = group("groups: [{ name: g, rules: [{ forecast: r, expr: up, model: { type: linear } }] }]").rules.remove(0);
         let group = RuleGroup { key: GroupKey { file: "r.yaml".into(), name: "g".into() }, schedule: Schedule::Interval(PwDuration::from_secs(1)), rules: vec![rule] };
-        exporter.set_group(&group, 1.0, &[]);
-        let token = CancellationToken::new();
-        let handle = tokio::spawn(run(group.clone(), HashMap::new(), ctx, token.clone()));
-        tokio::time::sleep(Duration::from_secs(20)).await;
-        token.cancel();
-        handle.await.unwrap();
-        let snapshot = exporter.load();
+        let snapshot = run_for(&group, ctx, Duration::from_secs(20)).await;
         let evaluations = snapshot.rules.values().next().unwrap().status.evaluations;
         let missed = snapshot.groups[&group.key].missed;
         assert!((6..=7).contains(&evaluations), "{evaluations} runs in 20 s of 3 s each");
@@ -226,7 +253,7 @@ mod tests {
         let ctx = context(&exporter);
         // a yearly cron: its first run is months away
         let text = "groups: [{ name: g, cron: '0 0 1 1 *', rules: [{ anomaly: ae, expr: up, detector: { type: autoencoder, model_file: missing.onnx } }] }]";
-        let group = crate::config::rules::parse(std::path::Path::new("r.yaml"), text, &Default::default()).unwrap().remove(0);
+        let group = group(text);
         exporter.set_group(&group, 1.0, &[]);
         let token = CancellationToken::new();
         let handle = tokio::spawn(run(group.clone(), HashMap::new(), ctx, token.clone()));
@@ -248,13 +275,32 @@ mod tests {
         assert!(matches!(states["ae"], RuleState::Detector(_)));
     }
 
+    #[test]
+    fn fnv1a64_reference_values() {
+        // from the FNV reference implementation's test vectors
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn slot_offsets_are_fixed_by_the_key() {
+        let key = GroupKey { file: "rules/node.yaml".into(), name: "node".into() };
+        // fnv1a64("rules/node.yaml\0node") modulo the interval, the same on every build
+        let hash = fnv1a64(b"rules/node.yaml\0node");
+        assert_eq!(slot_offset(&key, Duration::from_secs(60)), Duration::from_nanos(hash % 60_000_000_000));
+        let other = GroupKey { name: "node2".into(), ..key.clone() };
+        assert_ne!(slot_offset(&key, Duration::from_secs(60)), slot_offset(&other, Duration::from_secs(60)));
+    }
+
     proptest! {
         #[test]
         fn slot_offset_is_within_interval(name in ".*", secs in 1u64..100_000) {
             let interval = Duration::from_secs(secs);
-            let offset = slot_offset(&name, interval);
+            let key = GroupKey { file: "r.yaml".into(), name };
+            let offset = slot_offset(&key, interval);
             prop_assert!(offset < interval);
-            prop_assert_eq!(offset, slot_offset(&name, interval));
+            prop_assert_eq!(offset, slot_offset(&key, interval));
         }
     }
 }

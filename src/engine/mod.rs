@@ -1,11 +1,15 @@
 //! The evaluation engine: one task per rule group, each evaluating its rules on the group's
 //! schedule, and the manager that starts, stops and swaps groups on reload.
 
+mod clock;
 mod detect;
 mod eval;
 mod group;
 mod manager;
+#[cfg(test)]
+mod testing;
 
+pub use clock::Clock;
 pub use detect::DetectorState;
 pub use eval::{EvalError, FitPool, ForecastState, Outcome};
 pub use group::{slot_offset, Context};
@@ -61,6 +65,12 @@ impl RuleState {
             _ => unreachable!("the state was made for the rule's kind above"),
         }
     }
+}
+
+/// How long outputs of a group on `schedule` stay exported without a refresh: the configured
+/// `staleness`, and at least two of the group's periods, so that one late run never blinks them.
+pub(crate) fn stale_after(staleness: f64, schedule: &Schedule) -> f64 {
+    staleness.max(2.0 * schedule_interval(schedule))
 }
 
 /// Parses a cron expression of 5 fields, or 6 with seconds first.
@@ -121,5 +131,25 @@ mod tests {
         let at = DateTime::parse_from_rfc3339("2026-01-01T00:02:30Z").unwrap().with_timezone(&Utc);
         let next = next_run(&parse_cron("*/5 * * * *").unwrap(), &at).unwrap();
         assert_eq!(next.to_rfc3339(), "2026-01-01T00:05:00+00:00");
+    }
+
+    #[test]
+    fn staleness_is_the_longer_of_the_setting_and_two_periods() {
+        let every = |secs| Schedule::Interval(crate::config::Duration::from_secs(secs));
+        let cron = |expr: &str| Schedule::Cron(expr.into());
+        let cases = [
+            (300.0, every(15), 300.0),
+            (300.0, every(150), 300.0),
+            (300.0, every(151), 302.0),
+            (300.0, every(3600), 7200.0),
+            (300.0, cron("*/5 * * * *"), 600.0),
+            (60.0, cron("*/10 * * * * *"), 60.0),
+            (300.0, cron("0 * * * *"), 7200.0),
+            // weekdays at 9: the weekend gap, three days, twice
+            (300.0, cron("0 9 * * 1-5"), 6.0 * 86400.0),
+        ];
+        for (staleness, schedule, expected) in cases {
+            assert_eq!(stale_after(staleness, &schedule), expected, "{staleness} s, {schedule:?}");
+        }
     }
 }

@@ -22,16 +22,18 @@ type Labels<'a> = Vec<(&'a str, &'a str)>;
 #[derive(Debug)]
 pub struct SnapshotCollector {
     exporter: Exporter,
+    /// Unix seconds now; a field so that tests can set the clock that staleness is judged by.
+    clock: fn() -> f64,
 }
 
 impl SnapshotCollector {
     /// A collector over `exporter`'s snapshots.
     pub fn new(exporter: Exporter) -> Self {
-        Self { exporter }
+        Self { exporter, clock: unix_now }
     }
 }
 
-fn now() -> f64 {
+fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
@@ -84,7 +86,7 @@ fn status_families() -> [StatusFamily; 5] {
 impl Collector for SnapshotCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let snapshot = self.exporter.load();
-        let now = now();
+        let now = (self.clock)();
         let fresh: Vec<&SeriesOutput> = snapshot
             .rules
             .values()
@@ -153,6 +155,66 @@ mod tests {
 
     use super::*;
     use crate::config::{Duration, GroupKey, RuleGroup, Schedule};
+    use crate::exporter::{encode, Format};
+    use crate::models::{ModelSpec, Point};
+    use crate::source::Labels;
+
+    fn render(exporter: &Exporter, clock: fn() -> f64) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(SnapshotCollector { exporter: exporter.clone(), clock }));
+        encode(&registry, Format::Text).unwrap()
+    }
+
+    /// Group `name` of file `file` with one linear rule per name in `rules`, each recorded at
+    /// `refreshed` with one series per `job` label value in `jobs`, in the order given.
+    fn record(exporter: &Exporter, file: &str, rules: &[&str], jobs: &[&str], refreshed: f64, stale_after: f64) -> GroupKey {
+        let key = GroupKey { file: file.into(), name: "g".into() };
+        let rules: Vec<_> = rules.iter().map(|r| crate::config::rules::test_forecast_rule(r, "up", ModelSpec::Linear {})).collect();
+        let group = RuleGroup { key: key.clone(), schedule: Schedule::Interval(Duration::from_secs(60)), rules: rules.clone() };
+        exporter.set_group(&group, 60.0, &[]);
+        for rule in &rules {
+            let point = Point { ts: 0, y: 1.0, yhat: 1.0, lower: 0.0, upper: 2.0, score: 0.5 };
+            let series = jobs.iter().map(|job| SeriesOutput::forecast(&Labels::from([("job".to_string(), job.to_string())]), rule, point, vec![])).collect();
+            let id = RuleId { group: key.clone(), rule: rule.name.clone() };
+            exporter.record(&id, refreshed, 0.0, Ok((series, 1, jobs.len())), stale_after);
+        }
+        key
+    }
+
+    #[test]
+    fn outputs_vanish_once_older_than_their_rules_staleness() {
+        let exporter = Exporter::default();
+        // refreshed at 1,000 s (started 1,000, took 0), stale after 120 s
+        record(&exporter, "a.yaml", &["r"], &["x"], 1000.0, 120.0);
+        let fresh = render(&exporter, || 1119.0);
+        assert!(fresh.contains("pulsewatch_anomaly_score{job=\"x\",rule=\"r\"} 0.5"), "{fresh}");
+        let at_edge = render(&exporter, || 1120.0);
+        assert!(at_edge.contains("pulsewatch_anomaly_score{"), "{at_edge}");
+        let stale = render(&exporter, || 1121.0);
+        assert!(!stale.contains("pulsewatch_anomaly_score{") && !stale.contains("pulsewatch_yhat{"), "{stale}");
+        // the rule's status stays: only its outputs go
+        assert!(stale.contains("pulsewatch_rule_evaluations_total{rule=\"r\",rule_group=\"a.yaml;g\"} 1"), "{stale}");
+    }
+
+    #[test]
+    fn metrics_come_in_rule_then_label_order_whatever_the_insertion_order() {
+        let (one, two) = (Exporter::default(), Exporter::default());
+        record(&one, "b.yaml", &["zeta", "alpha"], &["j2", "j1", "j3"], 1000.0, 300.0);
+        record(&one, "a.yaml", &["mid"], &["j2", "j1"], 1000.0, 300.0);
+        record(&two, "a.yaml", &["mid"], &["j1", "j2"], 1000.0, 300.0);
+        record(&two, "b.yaml", &["alpha", "zeta"], &["j3", "j1", "j2"], 1000.0, 300.0);
+        let clock = || 1001.0;
+        let text = render(&one, clock);
+        assert_eq!(text, render(&two, clock), "same snapshot, same bytes");
+        let scores: Vec<&str> = text.lines().filter(|l| l.starts_with("pulsewatch_anomaly_score{")).map(|l| l.split(' ').next().unwrap()).collect();
+        let expected: Vec<String> = [("mid", &["j1", "j2"][..]), ("alpha", &["j1", "j2", "j3"]), ("zeta", &["j1", "j2", "j3"])]
+            .iter()
+            .flat_map(|(rule, jobs)| jobs.iter().map(move |job| format!("pulsewatch_anomaly_score{{job=\"{job}\",rule=\"{rule}\"}}")))
+            .collect();
+        assert_eq!(scores, expected, "groups by key (file, then name), rules by name within, series by labels");
+        let families: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).map(|l| l.split(' ').next().unwrap()).collect();
+        assert_eq!(families[..3], ["pulsewatch_anomaly_score", "pulsewatch_y", "pulsewatch_yhat"]);
+    }
 
     #[test]
     fn groups_export_interval_and_missed_runs() {

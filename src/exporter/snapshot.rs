@@ -260,7 +260,9 @@ impl Exporter {
             status.evaluation_seconds = took;
             entry.stale_after = stale_after;
             match result {
-                Ok((series, fits, models)) => {
+                Ok((mut series, fits, models)) => {
+                    // The collector's order, whatever order the evaluation produced them in.
+                    series.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
                     status.health = Health::Ok;
                     status.last_error = None;
                     status.fits += fits;

@@ -246,6 +246,62 @@ mod tests {
         assert_eq!(zones[20], Zone::Outside { distance: 1.5 });
     }
 
+    /// The zone of each row in `rows`, for compact comparisons.
+    fn zones_of(windows: &[Window], rows: std::ops::RangeInclusive<usize>) -> Vec<Zone> {
+        let zones = zones(&detections("a/b.csv", 40, &[]), windows).unwrap();
+        zones[rows].to_vec()
+    }
+
+    fn inside(window: usize, position: f64) -> Zone {
+        Zone::Inside { window, position }
+    }
+
+    #[test]
+    fn adjacent_windows_follow_each_other() {
+        // rows 10..=14 and 15..=19, 5 rows each
+        let got = zones_of(&[window(10, 14), window(15, 19)], 13..=20);
+        let expected = [
+            inside(0, -0.4),
+            inside(0, -0.2),
+            inside(1, -1.0),
+            inside(1, -0.8),
+            inside(1, -0.6),
+            inside(1, -0.4),
+            inside(1, -0.2),
+            // distance from the second window's end: 1 / (5 - 1)
+            Zone::Outside { distance: 0.25 },
+        ];
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn a_window_that_starts_inside_another_takes_over() {
+        // The first window ends on the second's first row: that row is the second's.
+        let got = zones_of(&[window(10, 14), window(14, 19)], 13..=15);
+        assert_eq!(got, [inside(0, -0.4), inside(1, -1.0), inside(1, -5.0 / 6.0)]);
+        // Overlapping: the second opens at its start, and the first's end no longer closes
+        // anything; distances then count from the second's end over its width (11 rows).
+        let got = zones_of(&[window(10, 20), window(15, 25)], 14..=26);
+        assert_eq!(got[0], inside(0, -7.0 / 11.0));
+        assert_eq!(got[1], inside(1, -1.0));
+        assert_eq!(got[6], inside(1, -6.0 / 11.0), "row 20, the first window's end");
+        assert_eq!(got[11], inside(1, -1.0 / 11.0));
+        assert_eq!(got[12], Zone::Outside { distance: 0.1 });
+    }
+
+    #[test]
+    fn one_row_windows() {
+        let got = zones_of(&[window(10, 10)], 9..=12);
+        let far = Zone::Outside {
+            distance: f64::INFINITY,
+        };
+        assert_eq!(got, [far, inside(0, -1.0), far, far]);
+        // a detection on the row is worth a whole true positive; after it, a whole false one
+        let profile = Profile::STANDARD;
+        assert_close(got[1].weight(&profile), profile.tp_weight);
+        assert_close(got[2].weight(&profile), -profile.fp_weight);
+    }
+
     #[test]
     fn window_edges_must_match_one_row() {
         let mut file = detections("a/b.csv", 40, &[]);

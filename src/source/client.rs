@@ -361,15 +361,36 @@ mod tests {
     async fn slow_answers_time_out() {
         let stub = Stub::default();
         let url = serve_stub(stub.clone()).await;
-        *stub.delay.lock().unwrap() = std::time::Duration::from_secs(3);
+        // An answer that would take a minute: without the 2 s timeout the two attempts would take
+        // two minutes, far from the 4.2 s they take, so the bound below holds on a loaded machine.
+        *stub.delay.lock().unwrap() = std::time::Duration::from_secs(60);
         let mut cfg = config(&url, "");
         cfg.retries = 1;
         let client = PromClient::new(&cfg).unwrap();
         let began = std::time::Instant::now();
         let err = client.query_range("up", 0, 60, 60).await.unwrap_err();
-        assert!(matches!(err, Error::Timeout(_)), "{err}");
+        let took = began.elapsed();
+        assert!(matches!(err, Error::Timeout(d) if d == std::time::Duration::from_secs(2)), "{err}");
         assert_eq!(stub.seen.lock().unwrap().len(), 2, "a timeout is retried");
-        assert!(began.elapsed() < std::time::Duration::from_secs(6), "each attempt bounded by the 2s timeout");
+        assert!(took >= std::time::Duration::from_secs(4), "each attempt waited for its timeout: {took:?}");
+        assert!(took < std::time::Duration::from_secs(30), "each attempt bounded by the 2s timeout: {took:?}");
+    }
+
+    #[test]
+    fn backoff_doubles_from_200ms_to_5s_with_jitter() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let ms = std::time::Duration::from_millis;
+        // attempt: the range its delay is drawn from (the upper half below the cap)
+        for (attempt, low, high) in [(0, 200, 200), (1, 200, 400), (2, 400, 800), (3, 800, 1600), (4, 1600, 3200), (5, 2500, 5000), (30, 2500, 5000)] {
+            let delays: Vec<Duration> = (0..500).map(|_| backoff_delay(attempt, &mut rng)).collect();
+            let (min, max) = (*delays.iter().min().unwrap(), *delays.iter().max().unwrap());
+            assert!(min >= ms(low) && max <= ms(high), "attempt {attempt}: {min:?}..{max:?} outside {low}..{high} ms");
+            // jitter covers the range instead of repeating one value
+            assert!(max - min >= ms(high - low) * 9 / 10, "attempt {attempt}: {min:?}..{max:?} does not spread over {low}..{high} ms");
+            let distinct: std::collections::BTreeSet<Duration> = delays.iter().copied().collect();
+            assert!(low == high || distinct.len() > 100, "attempt {attempt}: {} distinct delays", distinct.len());
+        }
     }
 
     proptest! {

@@ -90,20 +90,45 @@ fn repo_file(path: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
-/// The shipped Alertmanager config with fast timers and every receiver posting to `hook`.
-/// Alertmanager reads JSON as YAML, so the result is written as JSON.
-fn alertmanager_config(hook: &str) -> String {
+/// The shipped Alertmanager config with every receiver posting to `hook`; `route` and
+/// `inhibit_rules` are untouched. Of `global` only resolve_timeout is kept: the rest configures
+/// email and Slack, which no receiver uses now (and nothing may leave loopback). Alertmanager
+/// reads JSON as YAML, so the config is written as JSON.
+fn shipped_alertmanager_config(hook: &str) -> Value {
     let mut config: Value = serde_saphyr::from_str(&repo_file("deploy/alertmanager/alertmanager.yml")).unwrap();
-    config.as_object_mut().unwrap().remove("global");
-    let route = &mut config["route"];
-    route["group_wait"] = json!("1s");
-    route["group_interval"] = json!("1s");
+    config["global"] = json!({ "resolve_timeout": config["global"]["resolve_timeout"].clone() });
     let receivers = config["receivers"].as_array_mut().unwrap();
     for receiver in receivers.iter_mut() {
         let name = receiver["name"].clone();
         *receiver = json!({ "name": name, "webhook_configs": [{ "url": hook, "send_resolved": true }] });
     }
+    config
+}
+
+/// [`shipped_alertmanager_config`] with the route's group_wait and group_interval at 1s.
+fn alertmanager_config(hook: &str) -> String {
+    let mut config = shipped_alertmanager_config(hook);
+    let route = &mut config["route"];
+    route["group_wait"] = json!("1s");
+    route["group_interval"] = json!("1s");
     config.to_string()
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+/// Posts `alerts` to Alertmanager's API, as Prometheus does.
+fn post_alerts(am: &Alertmanager, alerts: Value) {
+    let status = block_on(async { reqwest::Client::new().post(format!("{}/api/v2/alerts", am.url())).json(&alerts).send().await.unwrap().status() });
+    assert!(status.is_success(), "posting alerts: {status}");
+}
+
+/// The result of the instant query `expr`.
+fn query(prom: &Prometheus, expr: &str) -> Vec<Value> {
+    let body: Value = block_on(async { reqwest::Client::new().get(format!("{}/api/v1/query", prom.url())).query(&[("query", expr)]).send().await.unwrap().json().await.unwrap() });
+    assert_eq!(body["status"], "success", "query {expr}: {body}");
+    body["data"]["result"].as_array().cloned().unwrap_or_default()
 }
 
 /// The shipped alerting rules with every `for:` and `keep_firing_for:` shortened to 3s.
@@ -181,8 +206,18 @@ fn anomaly_fires_and_resolves_through_alertmanager() {
 
     peer.set(normal(1));
     peer.wait_for(Duration::from_secs(90), "resolved critical on the pagerduty route", |r, s, l| r == "pagerduty" && s == "resolved" && is_anomaly(l, "critical"));
-    // a warning, had it fired, would be notified on its own 1s group schedule: give it time
-    std::thread::sleep(Duration::from_secs(3));
+    // No warning fired, so none can have been sent, however slow its delivery. Waiting at the
+    // webhook cannot show that: a late warning is indistinguishable from none. But Prometheus
+    // sends Alertmanager only firing alerts (and their resolution), and every evaluation in which
+    // an alert fires writes ALERTS{alertstate="firing"} for it, just after handing it to the
+    // notifier. So this series' ALERTS history holds every alert that was ever sent for it. The
+    // critical alert must be in the same answer: it shows that the query matches this series'
+    // alerts, because an empty answer would prove nothing.
+    let fired = query(&prom, r#"count by (severity) (count_over_time(ALERTS{alertname="PulsewatchAnomaly", alertstate="firing", rule="app_value", dataset="app"}[1h]))"#);
+    let mut severities: Vec<&str> = fired.iter().map(|s| s["metric"]["severity"].as_str().unwrap_or_default()).collect();
+    severities.sort_unstable();
+    assert_eq!(severities, ["critical"], "severities that fired for the app series: {fired:#?}");
+    // and so none reached the webhook
     let all = peer.notifications();
     assert!(!all.iter().any(|(_, _, l)| is_anomaly(l, "warning")), "a warning alongside the critical alert: {all:#?}");
     drop(am);
@@ -195,23 +230,126 @@ fn source_down_inhibits_anomaly_alerts() {
     let hook_port = free_port();
     let peer = Peer::serve(hook_port);
     let am = Alertmanager::start(free_port(), &alertmanager_config(&format!("http://127.0.0.1:{hook_port}/hook")));
-    let post = |alerts: Value| {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let status = rt.block_on(async { reqwest::Client::new().post(format!("{}/api/v2/alerts", am.url())).json(&alerts).send().await.unwrap().status() });
-        assert!(status.is_success(), "posting alerts: {status}");
-    };
     let source_down = json!({ "labels": { "alertname": "PulsewatchSourceDown", "severity": "critical", "category": "health", "instance": "pw1", "job": "pulsewatch" } });
     let anomaly = json!({ "labels": { "alertname": "PulsewatchAnomaly", "severity": "warning", "category": "anomaly", "rule": "latency", "instance": "a", "job": "api" } });
+    // The probe has the anomaly's alertname, rule and severity (the route's group_by) and takes the
+    // same routes, so on each route it is in the anomaly's aggregation group; its category is not
+    // a target of the inhibition.
+    let probe = json!({ "labels": { "alertname": "PulsewatchAnomaly", "severity": "warning", "category": "health", "rule": "latency", "instance": "probe", "job": "api" } });
+    let is_the_anomaly = |l: &Value| l["alertname"] == "PulsewatchAnomaly" && l["instance"] == "a";
 
-    post(json!([source_down, anomaly]));
+    // the source first: Alertmanager's inhibitor learns of alerts apart from its dispatcher, so
+    // an anomaly posted along with it could be flushed before the inhibitor holds it
+    post_alerts(&am, json!([source_down]));
     peer.wait_for(Duration::from_secs(30), "for the source-down alert", |r, s, l| r == "pagerduty" && s == "firing" && l["alertname"] == "PulsewatchSourceDown");
-    // group_wait and group_interval are 1s: an uninhibited alert would have gone out by now
-    std::thread::sleep(Duration::from_secs(4));
+    post_alerts(&am, json!([anomaly, probe]));
+    // Why seeing the probe proves the anomaly was held back, and not that it is still on its way:
+    // Alertmanager notifies per aggregation group, and each flush of a group sends every alert
+    // the group holds that passes the inhibition (and silences). A group's flushes run one after
+    // another, each waiting for the webhook's answer. The anomaly joined its groups before the
+    // probe (one POST, listed first, handed to the dispatcher in order), so the flush that
+    // delivered the probe held the anomaly too: its absence from that notification, and from the
+    // group's earlier ones (received before it), is the inhibition's doing. A probe in another
+    // group would prove nothing, since groups flush on timers of their own.
+    for receiver in ["webhook", "slack"] {
+        peer.wait_for(Duration::from_secs(30), &format!("for the probe on the {receiver} route"), |r, s, l| r == receiver && s == "firing" && l["instance"] == "probe");
+    }
     let seen = peer.notifications();
-    assert!(!seen.iter().any(|(_, _, l)| l["alertname"] == "PulsewatchAnomaly"), "anomaly delivered while the source is down: {seen:#?}");
+    assert!(!seen.iter().any(|(_, _, l)| is_the_anomaly(l)), "anomaly delivered while the source is down: {seen:#?}");
 
     let mut resolved = source_down.clone();
     resolved["endsAt"] = json!(chrono::Utc::now().to_rfc3339());
-    post(json!([resolved, anomaly]));
-    peer.wait_for(Duration::from_secs(30), "for the anomaly after the source recovered", |r, s, l| r == "slack" && s == "firing" && l["alertname"] == "PulsewatchAnomaly");
+    post_alerts(&am, json!([resolved, anomaly]));
+    peer.wait_for(Duration::from_secs(30), "for the anomaly after the source recovered", |r, s, l| r == "slack" && s == "firing" && is_the_anomaly(l));
+}
+
+/// One read of Alertmanager's `/api/v2/alerts`: each alert's labels, fingerprint and
+/// `status.inhibitedBy`, which Alertmanager computes anew on every read.
+fn inhibitions(am: &Alertmanager) -> Vec<(Value, String, Vec<String>)> {
+    let (status, body) = crate::harness::get(&format!("{}/api/v2/alerts", am.url())).expect("reading /api/v2/alerts");
+    assert_eq!(status, 200, "reading /api/v2/alerts: {body}");
+    let alerts: Vec<Value> = serde_json::from_str(&body).unwrap();
+    alerts
+        .into_iter()
+        .map(|a| {
+            let by = a["status"]["inhibitedBy"].as_array().cloned().unwrap_or_default();
+            (a["labels"].clone(), a["fingerprint"].as_str().unwrap().to_string(), by.iter().map(|f| f.as_str().unwrap().to_string()).collect())
+        })
+        .collect()
+}
+
+/// Checks a read against `expected`: each (target, source) pair's target is listed and inhibited
+/// by exactly that source's alert, or by nothing for `None`.
+fn check_inhibitions(read: &[(Value, String, Vec<String>)], expected: &[(&Value, Option<&Value>)]) -> Result<(), String> {
+    let fingerprint = |labels: &Value| read.iter().find(|(l, _, _)| l == labels).map(|(_, fp, _)| fp.clone());
+    for (target, source) in expected {
+        let Some((_, _, by)) = read.iter().find(|(l, _, _)| l == *target) else { return Err(format!("{target} is not listed")) };
+        let want: Vec<String> = match source {
+            Some(source) => vec![fingerprint(source).ok_or_else(|| format!("source {source} is not listed"))?],
+            None => vec![],
+        };
+        if *by != want {
+            return Err(format!("{target} is inhibited by {by:?}, expected {want:?} ({source:?})"));
+        }
+    }
+    Ok(())
+}
+
+/// Waits until a read of `/api/v2/alerts` matches `expected`, then asserts that a later read
+/// matches too. Alertmanager's inhibitor learns of posted alerts asynchronously, so an alert
+/// shown uninhibited could mean "not yet". The first matching read shows each target inhibited
+/// by its source, so the inhibitor held every source by then; the second read, begun after it,
+/// judges every alert against all of them, and an empty `inhibitedBy` there is a real "no".
+#[track_caller]
+fn assert_inhibitions(am: &Alertmanager, expected: &[(&Value, Option<&Value>)]) {
+    let began = Instant::now();
+    let mut last = check_inhibitions(&inhibitions(am), expected);
+    while last.is_err() && began.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+        last = check_inhibitions(&inhibitions(am), expected);
+    }
+    let read = inhibitions(am);
+    if let Err(e) = last.and_then(|()| check_inhibitions(&read, expected)) {
+        panic!("{e}; alerts (labels, fingerprint, inhibitedBy): {read:#?}");
+    }
+}
+
+/// The shipped config's inhibit rules, as a real Alertmanager applies them (route and
+/// inhibit_rules as shipped, only the receivers post to the test): PulsewatchDown, and
+/// separately PulsewatchSourceDown, inhibit anomaly and capacity alerts but no health alert;
+/// once both resolve, nothing is inhibited; PulsewatchFilesystemFullIn4h inhibits
+/// PulsewatchFilesystemFullIn24h only when instance, device and mountpoint are all equal.
+#[test]
+fn shipped_inhibit_rules() {
+    let hook_port = free_port();
+    let _peer = Peer::serve(hook_port);
+    let am = Alertmanager::start(free_port(), &shipped_alertmanager_config(&format!("http://127.0.0.1:{hook_port}/hook")).to_string());
+    let resolved = |labels: &Value| json!({ "labels": labels, "endsAt": chrono::Utc::now().to_rfc3339() });
+    let with = |labels: &Value, name: &str, value: &str| {
+        let mut labels = labels.clone();
+        labels[name] = json!(value);
+        labels
+    };
+    let down = json!({ "alertname": "PulsewatchDown", "severity": "critical", "category": "health", "job": "pulsewatch", "instance": "pw1" });
+    let source_down = with(&down, "alertname", "PulsewatchSourceDown");
+    let anomaly = json!({ "alertname": "PulsewatchAnomaly", "severity": "critical", "category": "anomaly", "rule": "latency", "job": "api", "instance": "a" });
+    let memory = json!({ "alertname": "PulsewatchMemoryExhaustedIn1h", "severity": "warning", "category": "capacity", "rule": "node_memory_available", "horizon": "1h", "job": "node", "instance": "n1" });
+    let failing = json!({ "alertname": "PulsewatchRuleEvaluationFailing", "severity": "warning", "category": "health", "rule": "latency", "rule_group": "r.yaml;g", "job": "pulsewatch", "instance": "pw1" });
+
+    post_alerts(&am, json!([{ "labels": down }, { "labels": anomaly }, { "labels": memory }, { "labels": failing }]));
+    assert_inhibitions(&am, &[(&anomaly, Some(&down)), (&memory, Some(&down)), (&failing, None), (&down, None)]);
+
+    post_alerts(&am, json!([resolved(&down), { "labels": source_down }]));
+    assert_inhibitions(&am, &[(&anomaly, Some(&source_down)), (&memory, Some(&source_down)), (&failing, None), (&source_down, None)]);
+
+    // both sources resolved: the 24h alerts below are capacity alerts too, and only the second
+    // rule may decide them
+    let in4h = json!({ "alertname": "PulsewatchFilesystemFullIn4h", "severity": "critical", "category": "capacity", "rule": "node_filesystem_avail", "horizon": "4h", "job": "node", "instance": "n1", "device": "sda1", "fstype": "ext4", "mountpoint": "/" });
+    let in24h = with(&with(&with(&in4h, "alertname", "PulsewatchFilesystemFullIn24h"), "severity", "warning"), "horizon", "24h");
+    let (other_mountpoint, other_device, other_instance) = (with(&in24h, "mountpoint", "/data"), with(&in24h, "device", "sdb1"), with(&in24h, "instance", "n2"));
+    post_alerts(&am, json!([resolved(&source_down), { "labels": in4h }, { "labels": in24h }, { "labels": other_mountpoint }, { "labels": other_device }, { "labels": other_instance }]));
+    assert_inhibitions(
+        &am,
+        &[(&in24h, Some(&in4h)), (&other_mountpoint, None), (&other_device, None), (&other_instance, None), (&in4h, None), (&anomaly, None), (&memory, None), (&failing, None)],
+    );
 }

@@ -173,3 +173,35 @@ fn progress_bar_only_on_a_terminal() {
     assert!(piped.status.success());
     assert!(!String::from_utf8_lossy(&piped.stderr).contains("rows"), "a progress bar on a pipe");
 }
+
+/// The figures the README states for `nab-dev` (with the default settings) are what a backtest
+/// of `../shared/datasets/nab-dev` prints: NAB's three scores, windows flagged and false runs.
+#[test]
+fn readme_figures_for_nab_dev_hold() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = read(&root.join("README.md"));
+    let start = readme.find("With the default settings, the 21 NAB files of").expect("the README's nab-dev paragraph");
+    let paragraph = &readme[start..start + readme[start..].find("\n\n").unwrap()];
+    // "**52.3** (standard), **44.3** (reward_low_FP) and **58.0** (reward_low_FN)"
+    let stated: Vec<f64> = paragraph.split("**").skip(1).step_by(2).take(3).map(|n| n.parse().unwrap()).collect();
+    let number_before = |marker: &str| -> usize {
+        let at = paragraph.find(marker).unwrap_or_else(|| panic!("{marker:?} in: {paragraph}"));
+        paragraph[..at].split_whitespace().last().unwrap().parse().unwrap()
+    };
+    let (flagged, false_runs) = (number_before(" of the 26 windows are flagged"), number_before(" runs of flagged rows outside"));
+
+    let dataset = root.join("../shared/datasets/nab-dev");
+    assert!(dataset.join("labels.json").is_file(), "{} is missing: the project's shared data sets sit beside the repository", dataset.display());
+    let run = backtest(&["--dataset", dataset.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    let score = |profile: &str| -> f64 {
+        let line = stdout.lines().find(|l| l.starts_with(&format!("NAB {profile} "))).unwrap_or_else(|| panic!("no NAB {profile} line:\n{stdout}"));
+        line.split_whitespace().nth(2).unwrap().parse().unwrap()
+    };
+    let measured = [score("standard"), score("reward_low_FP_rate"), score("reward_low_FN_rate")];
+    assert_eq!(measured.to_vec(), stated, "NAB scores (standard, reward_low_FP, reward_low_FN) against the README's");
+    let total: Vec<&str> = stdout.lines().find(|l| l.starts_with("total ")).unwrap().split_whitespace().collect();
+    assert_eq!((total[4].parse::<usize>().unwrap(), total[5].parse::<usize>().unwrap()), (flagged, false_runs), "windows flagged and false runs at score >= 1: {total:?}");
+    assert_eq!(total[4].parse::<usize>().unwrap() + total[6].parse::<usize>().unwrap(), 26, "26 windows");
+}
