@@ -17,16 +17,16 @@ COPY src ./src
 COPY benches ./benches
 # Cache mounts keep the crate registry and the target directory from one build to the next (a
 # cold release build takes about 25 minutes on 2 cores). Their contents are not part of the
-# image, so the binary is copied out of the target directory.
+# image, so the binaries are copied out of the target directory: pulsewatch, and
+# pulsewatch-healthcheck (src/bin/healthcheck.rs, std only) as the HEALTHCHECK binary, since
+# distroless has no shell and no curl; `install -s` strips its symbols.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --release --locked \
+    cargo build --release --locked --bins \
     && install -D -m 0755 target/release/pulsewatch /out/pulsewatch \
+    && install -D -m 0755 -s target/release/pulsewatch-healthcheck /out/healthcheck \
     && /out/pulsewatch --version
-# The HEALTHCHECK binary: distroless has no shell and no curl. One std-only file, no crates.
-COPY deploy/docker/healthcheck.rs ./
-RUN rustc --edition 2021 -C opt-level=2 -C strip=symbols -o /out/healthcheck healthcheck.rs
 
 # distroless/cc: glibc and libgcc_s (all the binary links against), CA certificates, tzdata; no
 # shell, no package manager. The nonroot variant runs as uid/gid 65532.

@@ -21,5 +21,6 @@ route webhook,slack category=capacity severity=warning
 route webhook,email category=health severity=info
 route email alertname=SomethingElse severity=critical
 # The deployment files (Dockerfile, deploy/): offline lints and checks, see deploy/README.md.
+python3 -B -m unittest discover -s scripts/lint_deploy -t scripts
 # They check configs with the binary `cargo test` built for the integration tests.
 PULSEWATCH_BIN="$CARGO_TARGET_DIR/debug/pulsewatch" bash scripts/lint-deploy.sh

@@ -6,5 +6,6 @@ mod backtest;
 mod cli;
 mod dashboards;
 mod e2e;
+mod grafana;
 mod harness;
 mod web;

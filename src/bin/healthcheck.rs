@@ -2,12 +2,14 @@
 //! a 200 answer and 1 on anything else (refused, timed out, another status).
 //!
 //! The runtime image (distroless) has no shell and no curl, and pulsewatch has no health-check
-//! subcommand, so the Dockerfile builds this one std-only file with plain `rustc` and runs it
-//! from `HEALTHCHECK`. Plain HTTP only: with TLS or basic auth in `--web.config.file`, use the
-//! orchestrator's probes (which can send headers and speak TLS) and disable this check.
+//! subcommand, so the crate has this second binary, `pulsewatch-healthcheck`: std only (it does
+//! not link the library, so it stays small), installed in the image as
+//! `/usr/local/bin/healthcheck` and run from `HEALTHCHECK`. Plain HTTP only: with TLS or basic
+//! auth in `--web.config.file`, use the orchestrator's probes (which can send headers and speak
+//! TLS) and disable this check.
 //!
-//! Usage: `healthcheck [HOST:PORT] [PATH]`; defaults: `$PULSEWATCH_HEALTHCHECK_ADDRESS` or
-//! `127.0.0.1:9464`, and `/-/healthy`.
+//! Usage: `pulsewatch-healthcheck [HOST:PORT] [PATH]`; defaults:
+//! `$PULSEWATCH_HEALTHCHECK_ADDRESS` or `127.0.0.1:9464`, and `/-/healthy`.
 
 #![forbid(unsafe_code)]
 
