@@ -1,5 +1,5 @@
-//! Wall-clock time as the engine reads it: the system's, or one driven by tokio's clock, so
-//! that tests with paused time control both when runs happen and what time they see.
+//! Wall-clock time as the engine and the exporter read it: the system's, or one that tests set,
+//! so that they control both when runs happen and what time they see.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,6 +11,8 @@ pub enum Clock {
     /// The system clock.
     #[default]
     System,
+    /// Always reads this time (Unix seconds).
+    Fixed(f64),
     /// Reads `wall` (Unix seconds) when tokio's clock reads `at`, and advances with tokio's
     /// clock, which tests pause and advance.
     Tokio {
@@ -31,6 +33,7 @@ impl Clock {
     pub fn now(&self) -> f64 {
         match self {
             Self::System => SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
+            Self::Fixed(now) => *now,
             Self::Tokio { wall, at } => wall + at.elapsed().as_secs_f64(),
         }
     }

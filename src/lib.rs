@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`config`]: the main config file and rule files, validated with located errors.
+//! - [`clock`]: the time of day the engine and the exporter read (tests set it).
 //! - [`source`]: the Prometheus HTTP API client (`query_range`, retries, auth, TLS).
 //! - [`models`]: fitting (augurs), the prediction path, online updates and the anomaly score.
 //! - [`autoencoder`]: the ONNX autoencoder detector (tract), and the windows it scores.
@@ -20,6 +21,7 @@
 pub mod autoencoder;
 pub mod backtest;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod exporter;

@@ -6,8 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::exporter::format_labels;
-use crate::source::{Labels, Series};
+use crate::source::{format_labels, series_key, Labels, Series};
 
 /// Share of a window's grid points that must hold data; the rest are filled from neighbours.
 const MIN_PRESENT: f64 = 0.75;
@@ -16,7 +15,7 @@ const MIN_PRESENT: f64 = 0.75;
 pub fn join_key(labels: &Labels, on: Option<&[String]>) -> Labels {
     match on {
         Some(on) => labels.iter().filter(|(k, _)| on.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
-        None => labels.iter().filter(|(k, _)| k.as_str() != "__name__").map(|(k, v)| (k.clone(), v.clone())).collect(),
+        None => series_key(labels),
     }
 }
 

@@ -119,7 +119,7 @@ pub fn from_series(series: Vec<Series>, step: i64) -> Vec<Recording> {
                 values.push(last);
             }
             let timestamps = (0..n).filter_map(|i| DateTime::from_timestamp(start + i as i64 * step, 0).map(|d| d.naive_utc())).collect();
-            let key = crate::exporter::format_labels(&s.labels);
+            let key = crate::source::format_labels(&s.labels);
             Recording { key, labels: s.labels, step, start, timestamps, values }
         })
         .collect()

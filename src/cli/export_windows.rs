@@ -15,7 +15,7 @@ use super::EXIT_OK;
 use crate::autoencoder::{window, Autoencoder};
 use crate::backtest::data;
 use crate::config::{Anomaly, Rule, RuleKind, SourceConfig};
-use crate::exporter::format_labels;
+use crate::source::format_labels;
 use crate::source::{Labels, PromClient, Series};
 
 /// What `pulsewatch export-windows` was asked.

@@ -3,7 +3,6 @@
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context as _};
 use prometheus_client::registry::Registry;
@@ -13,15 +12,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::Cli;
 use crate::config;
-use crate::engine::{Clock, Context, FitPool, RuleManager};
+use crate::clock::Clock;
+use crate::engine::{Context, FitPool, RuleManager};
 use crate::exporter::{Exporter, Metrics, ProcessCollector, SnapshotCollector};
 use crate::http::{self, AppState, WebConfig};
 use crate::source::PromClient;
 use crate::watch;
-
-fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
-}
 
 /// `:9464` means every interface, as in Go's `net.Listen`.
 fn parse_listen_address(text: &str) -> anyhow::Result<SocketAddr> {
@@ -42,7 +38,7 @@ impl Daemon {
     /// Validates everything first; only a fully valid configuration replaces the running one.
     async fn reload(&mut self) -> Result<(), String> {
         let result = self.try_reload().await;
-        self.metrics.reloaded(result.is_ok(), unix_now());
+        self.metrics.reloaded(result.is_ok(), Clock::System.now());
         match &result {
             Ok(()) => tracing::info!(file = %self.config_file.display(), "configuration reloaded"),
             Err(err) => tracing::error!(file = %self.config_file.display(), error = %err, "reload failed, keeping the running configuration"),
@@ -106,7 +102,7 @@ pub(super) async fn daemon(cli: Cli) -> anyhow::Result<()> {
     };
     daemon.rewatch(&loaded.config.rule_files);
     daemon.manager.update(loaded.groups).await;
-    metrics.reloaded(true, unix_now());
+    metrics.reloaded(true, Clock::System.now());
 
     let (reload_tx, mut reload_rx) = mpsc::channel::<http::ReloadRequest>(4);
     let ready = Arc::new(AtomicBool::new(true));

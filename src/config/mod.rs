@@ -6,7 +6,9 @@
 
 mod duration;
 mod error;
+mod model;
 pub mod rules;
+mod schedule;
 mod source;
 
 use std::path::{Path, PathBuf};
@@ -15,10 +17,11 @@ use serde::Deserialize;
 
 pub use duration::Duration;
 pub use error::{Problem, Problems};
-pub use rules::{Anomaly, Channel, Direction, Forecast, GroupKey, Rule, RuleGroup, RuleKind, Schedule};
+pub use model::ModelSpec;
+pub use rules::{Anomaly, Channel, Direction, Forecast, GroupKey, Rule, RuleGroup, RuleKind};
+pub use schedule::{CronError, CronSchedule, Schedule};
 pub use source::{BasicAuth, Secret, SourceConfig, TlsConfig};
 
-use crate::models::ModelSpec;
 
 /// The main configuration file.
 #[derive(Clone, Debug, PartialEq, Deserialize)]

@@ -12,8 +12,9 @@ use serde_saphyr::Spanned;
 
 use super::duration::Duration;
 use super::error::{Problem, Problems};
+use super::schedule::{CronSchedule, Schedule};
 use super::Defaults;
-use crate::models::ModelSpec;
+use super::ModelSpec;
 
 /// Label names that pulsewatch sets itself; a rule may not set them as static labels.
 const RESERVED_LABELS: [&str; 3] = ["__name__", "rule", "horizon"];
@@ -100,15 +101,6 @@ pub enum Direction {
     /// Deviations on either side score.
     #[default]
     Both,
-}
-
-/// How a group is scheduled.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Schedule {
-    /// Every `interval`, at a phase derived from the group key.
-    Interval(Duration),
-    /// On a cron expression (5 fields, or 6 with seconds), in UTC.
-    Cron(String),
 }
 
 /// Identifies a group across reloads: the file it came from and its name.
@@ -264,10 +256,10 @@ pub fn parse(path: &Path, text: &str, defaults: &Defaults) -> Result<Vec<RuleGro
                 problems.push(at(line).msg("set either interval or cron, not both"));
                 None
             }
-            (None, Some(cron)) => match crate::engine::parse_cron(&cron) {
-                Ok(_) => Some(Schedule::Cron(cron)),
+            (None, Some(cron)) => match CronSchedule::parse(&cron) {
+                Ok(cron) => Some(Schedule::Cron(cron)),
                 Err(err) => {
-                    problems.push(at(line).msg(format!("invalid cron {cron:?}: {err}")));
+                    problems.push(at(line).msg(err.to_string()));
                     None
                 }
             },

@@ -12,9 +12,9 @@ use std::time::SystemTime;
 use super::eval::{query, EvalError, Outcome};
 use crate::autoencoder::{window, Autoencoder};
 use crate::config::{Anomaly, Rule};
-use crate::exporter::{format_labels, Metrics, SeriesOutput, Values};
+use crate::exporter::{Metrics, SeriesOutput, Values};
 use crate::models::MAX_SCORE;
-use crate::source::Source;
+use crate::source::{format_labels, Source};
 
 /// What identifies one version of a model file: a rename, a rewrite, a copy or a change of
 /// permissions changes it. On Unix the inode change time is part of it, because tools that keep

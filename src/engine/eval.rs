@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use crate::config::{Forecast, Rule};
 use crate::exporter::{Metrics, SeriesOutput};
 use crate::models::{self, SeriesModel};
-use crate::source::{self, Labels, Series, Source};
+use crate::source::{self, series_key, Labels, Series, Source};
 
 /// Bounds how many model fits run at once, across all groups.
 #[derive(Clone, Debug)]
@@ -99,14 +99,14 @@ impl ForecastState {
                 // the series still exist, even when no new point has come since the last run.
                 let answer = query(source, metrics, expr, (last + step).min(end), end, step).await?;
                 let (known, new): (Vec<Series>, Vec<Series>) =
-                    answer.into_iter().partition(|s| self.series.contains_key(&key(&s.labels)));
+                    answer.into_iter().partition(|s| self.series.contains_key(&series_key(&s.labels)));
                 if !new.is_empty() {
-                    let wanted: std::collections::HashSet<Labels> = new.iter().map(|s| key(&s.labels)).collect();
+                    let wanted: std::collections::HashSet<Labels> = new.iter().map(|s| series_key(&s.labels)).collect();
                     let history = query(source, metrics, expr, history_start, end, step).await?;
-                    fresh.extend(history.into_iter().filter(|s| wanted.contains(&key(&s.labels))));
+                    fresh.extend(history.into_iter().filter(|s| wanted.contains(&series_key(&s.labels))));
                 }
                 for s in known {
-                    pending.insert(key(&s.labels), s.samples);
+                    pending.insert(series_key(&s.labels), s.samples);
                 }
             }
             _ => fresh = query(source, metrics, expr, history_start, end, step).await?,
@@ -117,7 +117,7 @@ impl ForecastState {
             let mut samples = s.samples;
             let last = samples.pop();
             samples.iter().for_each(|&(ts, v)| model.push(ts, v));
-            let labels = key(&s.labels);
+            let labels = series_key(&s.labels);
             pending.insert(labels.clone(), last.into_iter().collect());
             self.series.insert(labels, model);
         }
@@ -208,7 +208,7 @@ impl ForecastState {
                         Err(panic) => format!("fit panicked: {panic}"),
                         Ok(Ok(_)) => unreachable!("matched above"),
                     };
-                    outcome.warnings.push(format!("series {}: {why}", crate::exporter::format_labels(&labels)));
+                    outcome.warnings.push(format!("series {}: {why}", source::format_labels(&labels)));
                     if let Some(model) = self.series.get_mut(&labels) {
                         model.fit_failed(at_ts + retry_after);
                     }
@@ -216,13 +216,6 @@ impl ForecastState {
             }
         }
     }
-}
-
-/// The identity of a series: its labels without `__name__` (which the outputs drop too).
-fn key(labels: &Labels) -> Labels {
-    let mut labels = labels.clone();
-    labels.remove("__name__");
-    labels
 }
 
 pub(super) async fn query(source: &dyn Source, metrics: &Metrics, expr: &str, start: i64, end: i64, step: i64) -> Result<Vec<Series>, source::Error> {

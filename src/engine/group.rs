@@ -31,7 +31,7 @@ pub struct Context {
     /// Minimum staleness period, seconds.
     pub staleness: f64,
     /// The time of day that schedules and evaluations read.
-    pub clock: super::Clock,
+    pub clock: crate::clock::Clock,
 }
 
 impl std::fmt::Debug for Context {
@@ -60,7 +60,7 @@ pub(crate) async fn run(
     ctx: Arc<Context>,
     token: CancellationToken,
 ) -> HashMap<String, RuleState> {
-    let stale_after = super::stale_after(ctx.staleness, &group.schedule);
+    let stale_after = group.schedule.stale_after(ctx.staleness);
     load_models(&group, &mut states, &ctx, stale_after).await;
     match &group.schedule {
         Schedule::Interval(every) => {
@@ -88,12 +88,10 @@ pub(crate) async fn run(
                 slot += period * (skipped + 1);
             }
         }
-        Schedule::Cron(expr) => {
-            // Validated when the rule file was loaded.
-            let Ok(cron) = super::parse_cron(expr) else { return states };
+        Schedule::Cron(cron) => {
             loop {
                 let now = ctx.clock.utc();
-                let Some(next) = super::next_run(&cron, &now) else { break };
+                let Some(next) = cron.next_after(&now) else { break };
                 let wait = (next - now).to_std().unwrap_or_default();
                 tokio::select! {
                     _ = token.cancelled() => break,
@@ -102,7 +100,7 @@ pub(crate) async fn run(
                 evaluate_group(&group, &mut states, &ctx, &token, stale_after).await;
                 let mut skipped = 0;
                 let mut at = next;
-                while let Some(t) = super::next_run(&cron, &at).filter(|t| *t <= ctx.clock.utc()) {
+                while let Some(t) = cron.next_after(&at).filter(|t| *t <= ctx.clock.utc()) {
                     skipped += 1;
                     at = t;
                 }
@@ -173,7 +171,7 @@ mod tests {
     use super::*;
     use crate::config::{Duration as PwDuration, GroupKey, Rule};
     use crate::engine::testing::FakeSource;
-    use crate::engine::Clock;
+    use crate::clock::Clock;
     use proptest::prelude::*;
 
     /// Answers every query after 2.5 s: each run of a 1 s group overruns two and a half ticks.
@@ -192,7 +190,7 @@ mod tests {
 
     /// Runs `group` for `how_long` of (paused) time, then stops it and returns what it exported.
     async fn run_for(group: &RuleGroup, ctx: Arc<Context>, how_long: Duration) -> Arc<crate::exporter::Snapshot> {
-        let interval = crate::engine::schedule_interval(&group.schedule);
+        let interval = group.schedule.period_secs();
         ctx.exporter.set_group(group, interval, &[]);
         let token = CancellationToken::new();
         let handle = tokio::spawn(run(group.clone(), HashMap::new(), ctx.clone(), token.clone()));

@@ -73,7 +73,7 @@ impl RuleManager {
     }
 
     fn start(&mut self, group: RuleGroup, states: HashMap<String, RuleState>) {
-        let interval = super::schedule_interval(&group.schedule);
+        let interval = group.schedule.period_secs();
         let kept: Vec<String> = states.keys().cloned().collect();
         self.ctx.exporter.set_group(&group, interval, &kept);
         let token = self.root.child_token();
@@ -110,7 +110,7 @@ mod tests {
 
     use super::*;
     use crate::engine::testing::{context, FakeSource};
-    use crate::engine::Clock;
+    use crate::clock::Clock;
     use crate::exporter::Exporter;
 
     /// Groups `g` (rules `a`, and `b` with band `b_band`) and, if `with_h`, `h` (rule `c`): each

@@ -9,7 +9,8 @@ use futures::FutureExt;
 use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
 
-use super::{Clock, Context, FitPool};
+use super::{Context, FitPool};
+use crate::clock::Clock;
 use crate::exporter::{Exporter, Metrics};
 use crate::source::{self, Labels, Series, Source};
 

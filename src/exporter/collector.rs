@@ -5,8 +5,6 @@
 //! than their rule's staleness period are skipped here, so they vanish even when no evaluation
 //! runs to remove them (for instance while the data source is down).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -15,6 +13,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 
 use super::snapshot::{Exporter, RuleEntry, RuleId, SeriesOutput, Values};
+use crate::clock::Clock;
 
 type Labels<'a> = Vec<(&'a str, &'a str)>;
 
@@ -22,19 +21,15 @@ type Labels<'a> = Vec<(&'a str, &'a str)>;
 #[derive(Debug)]
 pub struct SnapshotCollector {
     exporter: Exporter,
-    /// Unix seconds now; a field so that tests can set the clock that staleness is judged by.
-    clock: fn() -> f64,
+    /// What staleness is judged by; a field so that tests can set it.
+    clock: Clock,
 }
 
 impl SnapshotCollector {
     /// A collector over `exporter`'s snapshots.
     pub fn new(exporter: Exporter) -> Self {
-        Self { exporter, clock: unix_now }
+        Self { exporter, clock: Clock::System }
     }
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn series_labels(s: &SeriesOutput) -> Labels<'_> {
@@ -86,7 +81,7 @@ fn status_families() -> [StatusFamily; 5] {
 impl Collector for SnapshotCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let snapshot = self.exporter.load();
-        let now = (self.clock)();
+        let now = self.clock.now();
         let fresh: Vec<&SeriesOutput> = snapshot
             .rules
             .values()
@@ -159,9 +154,9 @@ mod tests {
     use crate::models::{ModelSpec, Point};
     use crate::source::Labels;
 
-    fn render(exporter: &Exporter, clock: fn() -> f64) -> String {
+    fn render(exporter: &Exporter, now: f64) -> String {
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(SnapshotCollector { exporter: exporter.clone(), clock }));
+        registry.register_collector(Box::new(SnapshotCollector { exporter: exporter.clone(), clock: Clock::Fixed(now) }));
         encode(&registry, Format::Text).unwrap()
     }
 
@@ -186,11 +181,11 @@ mod tests {
         let exporter = Exporter::default();
         // refreshed at 1,000 s (started 1,000, took 0), stale after 120 s
         record(&exporter, "a.yaml", &["r"], &["x"], 1000.0, 120.0);
-        let fresh = render(&exporter, || 1119.0);
+        let fresh = render(&exporter, 1119.0);
         assert!(fresh.contains("pulsewatch_anomaly_score{job=\"x\",rule=\"r\"} 0.5"), "{fresh}");
-        let at_edge = render(&exporter, || 1120.0);
+        let at_edge = render(&exporter, 1120.0);
         assert!(at_edge.contains("pulsewatch_anomaly_score{"), "{at_edge}");
-        let stale = render(&exporter, || 1121.0);
+        let stale = render(&exporter, 1121.0);
         assert!(!stale.contains("pulsewatch_anomaly_score{") && !stale.contains("pulsewatch_yhat{"), "{stale}");
         // the rule's status stays: only its outputs go
         assert!(stale.contains("pulsewatch_rule_evaluations_total{rule=\"r\",rule_group=\"a.yaml;g\"} 1"), "{stale}");
@@ -203,9 +198,8 @@ mod tests {
         record(&one, "a.yaml", &["mid"], &["j2", "j1"], 1000.0, 300.0);
         record(&two, "a.yaml", &["mid"], &["j1", "j2"], 1000.0, 300.0);
         record(&two, "b.yaml", &["alpha", "zeta"], &["j3", "j1", "j2"], 1000.0, 300.0);
-        let clock = || 1001.0;
-        let text = render(&one, clock);
-        assert_eq!(text, render(&two, clock), "same snapshot, same bytes");
+        let text = render(&one, 1001.0);
+        assert_eq!(text, render(&two, 1001.0), "same snapshot, same bytes");
         let scores: Vec<&str> = text.lines().filter(|l| l.starts_with("pulsewatch_anomaly_score{")).map(|l| l.split(' ').next().unwrap()).collect();
         let expected: Vec<String> = [("mid", &["j1", "j2"][..]), ("alpha", &["j1", "j2", "j3"]), ("zeta", &["j1", "j2", "j3"])]
             .iter()

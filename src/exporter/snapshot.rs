@@ -7,7 +7,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{GroupKey, Rule, RuleGroup};
 use crate::models::Point;
-use crate::source::Labels;
+use crate::source::{series_key, Labels};
 
 /// Labels pulsewatch adds; an input label of the same name is renamed `exported_<name>`.
 const OWN_LABELS: [&str; 2] = ["rule", "horizon"];
@@ -91,11 +91,9 @@ impl SeriesOutput {
 
     /// Builds the output labels for an input series of `rule`.
     pub fn new(input: &Labels, rule: &Rule, values: Values) -> Self {
+        let input = series_key(input);
         let mut labels: BTreeMap<String, String> = BTreeMap::new();
-        for (name, value) in input {
-            if name == "__name__" {
-                continue;
-            }
+        for (name, value) in &input {
             let ours = OWN_LABELS.contains(&name.as_str()) || rule.labels.contains_key(name);
             let mut name = name.clone();
             if ours {
@@ -278,12 +276,6 @@ impl Exporter {
             }
         });
     }
-}
-
-/// `{a="1", b="2"}`, for log and error messages.
-pub fn format_labels(labels: &Labels) -> String {
-    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
-    format!("{{{}}}", inner.join(", "))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ mod model;
 
 pub use client::{backoff_delay, PromClient, MAX_POINTS_PER_QUERY};
 pub use error::Error;
-pub use model::{Labels, Series};
+pub use model::{format_labels, series_key, Labels, Series};
 
 use futures::future::BoxFuture;
 

@@ -5,6 +5,17 @@ use std::collections::BTreeMap;
 /// A series' labels, sorted by name.
 pub type Labels = BTreeMap<String, String>;
 
+/// The identity of a series: its labels without `__name__`, which pulsewatch's outputs drop.
+pub fn series_key(labels: &Labels) -> Labels {
+    labels.iter().filter(|(k, _)| k.as_str() != "__name__").map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// `{a="1", b="2"}`, for log and error messages.
+pub fn format_labels(labels: &Labels) -> String {
+    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{{{}}}", inner.join(", "))
+}
+
 /// One series of a range-query answer: its labels and finite samples in time order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Series {
