@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
-use pulsewatch::autoencoder::Autoencoder;
+use pulsewatch::detector::Autoencoder;
 use pulsewatch::config::{Direction, Duration as PwDuration, GroupKey, Rule, RuleGroup, Schedule};
 use pulsewatch::exporter::{encode, Exporter, Format, RuleId, SeriesOutput, SnapshotCollector};
 use pulsewatch::models::{fit, ModelSpec, Point, SeriesModel};

@@ -9,7 +9,8 @@
 //! - [`clock`]: the time of day the engine and the exporter read (tests set it).
 //! - [`source`]: the Prometheus HTTP API client (`query_range`, retries, auth, TLS).
 //! - [`models`]: fitting (augurs), the prediction path, online updates and the anomaly score.
-//! - [`autoencoder`]: the ONNX autoencoder detector (tract), and the windows it scores.
+//! - [`detector`]: the detectors of `anomaly:` rules (the ONNX autoencoder, run with tract), and
+//!   the windows they score.
 //! - [`engine`]: one task per group, rule evaluation, reload semantics.
 //! - [`exporter`]: the atomically swapped snapshot `/metrics` encodes, and self-monitoring.
 //! - [`http`]: the HTTP endpoints, TLS and basic auth.
@@ -18,11 +19,11 @@
 //! - [`nab`]: the Numenta Anomaly Benchmark's scoring.
 //! - [`cli`]: the command line (`run`, `check`, `backtest`, `export-windows`).
 
-pub mod autoencoder;
 pub mod backtest;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod detector;
 pub mod engine;
 pub mod exporter;
 pub mod http;

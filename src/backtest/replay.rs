@@ -6,12 +6,10 @@
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use prometheus_client::registry::Registry;
 
 use super::data::Recording;
 use crate::config::{Duration, Rule};
-use crate::engine::{FitPool, RuleState};
-use crate::exporter::Metrics;
+use crate::engine::{EvalContext, FitPool, RuleState};
 use crate::models::Point;
 use crate::source::{self, Series, Source};
 
@@ -66,13 +64,13 @@ pub fn rule_for(rule: &Rule, recording: &Recording) -> Result<Rule, String> {
 pub async fn run(rule: &Rule, recording: Recording, pool: &FitPool, progress: impl Fn()) -> Trace {
     let source = Replay(vec![recording.series()]);
     // The engine records query and fit durations; a backtest has no use for them.
-    let metrics = Metrics::register(&mut Registry::default());
     let mut state = RuleState::for_rule(rule);
     let rows = recording.values.len();
     let mut trace = Trace { points: vec![None; rows], fits: 0, warnings: Vec::new(), recording };
     for i in 0..rows {
         let now = trace.recording.ts(i);
-        let outcome = state.evaluate(rule, &source, &metrics, pool, now, i64::MAX / 4).await.expect("a replay never fails to answer");
+        let ctx = EvalContext { source: &source, metrics: None, pool, now, stale_secs: i64::MAX / 4 };
+        let outcome = state.evaluate(rule, &ctx).await.expect("a replay never fails to answer");
         trace.fits += outcome.fits;
         trace.warnings.extend(outcome.warnings);
         if let Some(out) = outcome.series.first().filter(|o| o.ts() == now) {

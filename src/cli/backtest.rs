@@ -113,7 +113,7 @@ async fn inputs(args: &BacktestArgs, expr: &str, step: i64) -> anyhow::Result<(V
     if let Some(url) = &args.source {
         let (Some(start), Some(end)) = (&args.start, &args.end) else { bail!("--source needs --start and --end") };
         let (start, end) = (parse_time(start)?, parse_time(end)?);
-        let source_config: SourceConfig = serde_json::from_value(serde_json::json!({ "url": url })).context("--source")?;
+        let source_config = SourceConfig::for_url(url);
         let client = PromClient::new(&source_config)?;
         let series = client.query_range(expr, start - start.rem_euclid(step), end, step).await.with_context(|| format!("querying {url}"))?;
         if series.is_empty() {

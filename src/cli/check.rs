@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 
 use super::{EXIT_FAILURE, EXIT_OK};
-use crate::autoencoder::Autoencoder;
 use crate::config::{self, Defaults, Problem, Problems, RuleGroup, RuleKind};
 
 fn report(path: &Path, result: Result<usize, Problems>, what: &str) -> bool {
@@ -30,7 +29,7 @@ fn count_rules(groups: Vec<RuleGroup>) -> Result<usize, Problems> {
     for group in &groups {
         for (index, rule) in group.rules.iter().enumerate() {
             let RuleKind::Anomaly(anomaly) = &rule.kind else { continue };
-            if let Err(err) = Autoencoder::load_for_rule(anomaly, &rule.step) {
+            if let Err(err) = crate::detector::load(anomaly, &rule.step) {
                 problems.push(Problem::file(&group.key.file, err.to_string()).group(&group.key.name).rule(index + 1, &rule.name));
             }
         }

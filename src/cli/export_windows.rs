@@ -12,11 +12,11 @@ use anyhow::{bail, Context};
 
 use super::backtest::{parse_time, pick_rule};
 use super::EXIT_OK;
-use crate::autoencoder::{window, Autoencoder};
 use crate::backtest::data;
 use crate::config::{Anomaly, Rule, RuleKind, SourceConfig};
-use crate::source::format_labels;
-use crate::source::{Labels, PromClient, Series};
+use crate::detector::window;
+use crate::engine::{fetch_channels, EvalContext, FitPool};
+use crate::source::{format_labels, Labels, PromClient, Series};
 
 /// What `pulsewatch export-windows` was asked.
 #[derive(Debug, clap::Args)]
@@ -58,8 +58,8 @@ pub(super) fn export_windows(args: &ExportWindowsArgs) -> anyhow::Result<u8> {
     let n = match args.window {
         Some(0) => bail!("--window must be at least 1"),
         Some(n) => n,
-        None => Autoencoder::load(&anomaly.model_file)
-            .map(|m| m.window())
+        None => crate::detector::load(anomaly, &rule.step)
+            .map(|d| d.window())
             .map_err(|err| anyhow::anyhow!("pass --window: the window length comes from the rule's model, and {err}"))?,
     };
     let start = args.start.as_deref().map(parse_time).transpose()?;
@@ -103,14 +103,10 @@ type Joined = (Labels, Vec<window::Samples>, i64, usize);
 async fn query(url: &str, rule: &Rule, anomaly: &Anomaly, start: i64, end: i64) -> anyhow::Result<Vec<Joined>> {
     let step = rule.step.secs();
     let (start, end) = (start - start.rem_euclid(step), end - end.rem_euclid(step));
-    let config: SourceConfig = serde_json::from_value(serde_json::json!({ "url": url })).context("--source")?;
-    let client = PromClient::new(&config)?;
-    let mut answers = Vec::new();
-    for channel in &anomaly.channels {
-        let series = client.query_range(&channel.expr, start, end, step).await.with_context(|| format!("querying {url} for channel {:?}", channel.name))?;
-        answers.push((channel.name.as_str(), series));
-    }
-    let joined = window::join(answers, anomaly.on.as_deref()).map_err(anyhow::Error::msg)?;
+    let client = PromClient::new(&SourceConfig::for_url(url))?;
+    let pool = FitPool::new(1);
+    let ctx = EvalContext { source: &client, metrics: None, pool: &pool, now: end, stale_secs: i64::MAX };
+    let joined = fetch_channels(&ctx, anomaly, start, end, step).await.with_context(|| format!("querying {url}"))?;
     if let Some((key, channel)) = joined.partial.first() {
         eprintln!("skipping {} series that a channel lacks, e.g. {} has no {channel:?}", joined.partial.len(), format_labels(key));
     }

@@ -18,7 +18,7 @@ use serde::Deserialize;
 pub use duration::Duration;
 pub use error::{Problem, Problems};
 pub use model::ModelSpec;
-pub use rules::{Anomaly, Channel, Direction, Forecast, GroupKey, Rule, RuleGroup, RuleKind};
+pub use rules::{Anomaly, Channel, DetectorSpec, Direction, Forecast, GroupKey, Rule, RuleGroup, RuleKind};
 pub use schedule::{CronError, CronSchedule, Schedule};
 pub use source::{BasicAuth, Secret, SourceConfig, TlsConfig};
 

@@ -53,7 +53,7 @@ struct RuleConfig {
     expr: Option<String>,
     channels: Option<Vec<Channel>>,
     on: Option<Vec<String>>,
-    detector: Option<DetectorConfig>,
+    detector: Option<DetectorSpec>,
     step: Option<Duration>,
     history: Option<Duration>,
     refit: Option<Duration>,
@@ -67,12 +67,31 @@ struct RuleConfig {
     labels: BTreeMap<String, String>,
 }
 
-/// The detector of an `anomaly:` rule, as written in YAML.
-#[derive(Debug, Deserialize)]
+/// The detector of an `anomaly:` rule: one arm per type, implemented in `crate::detector`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-enum DetectorConfig {
-    /// An ONNX autoencoder; `model_file` is relative to the rule file's directory.
-    Autoencoder { model_file: PathBuf },
+pub enum DetectorSpec {
+    /// An ONNX autoencoder run with tract.
+    Autoencoder {
+        /// The ONNX file; in a rule file, relative to the file's directory.
+        model_file: PathBuf,
+    },
+}
+
+impl DetectorSpec {
+    /// The file the detector is loaded from: a change of it reloads the detector.
+    pub fn model_file(&self) -> Option<&Path> {
+        match self {
+            Self::Autoencoder { model_file } => Some(model_file),
+        }
+    }
+
+    /// The spec with its file resolved against `base`, the rule file's directory.
+    fn resolved(self, base: &Path) -> Self {
+        match self {
+            Self::Autoencoder { model_file } => Self::Autoencoder { model_file: base.join(model_file) },
+        }
+    }
 }
 
 // === validated rules ===
@@ -186,8 +205,8 @@ pub struct Anomaly {
     pub channels: Vec<Channel>,
     /// Labels that join the channels' series; `None` joins on all labels but `__name__`.
     pub on: Option<Vec<String>>,
-    /// The ONNX autoencoder, resolved against the rule file's directory.
-    pub model_file: PathBuf,
+    /// The detector, its files resolved against the rule file's directory.
+    pub detector: DetectorSpec,
 }
 
 impl Rule {
@@ -455,11 +474,11 @@ fn validate_anomaly(rule: RuleConfig, base: &Path, errs: &mut Vec<String>) -> Op
             errs.push(format!("`on` label {label:?} must be a valid label name other than __name__"));
         }
     }
-    let Some(DetectorConfig::Autoencoder { model_file }) = rule.detector else {
+    let Some(detector) = rule.detector else {
         errs.push("rule needs a `detector`, e.g. `{ type: autoencoder, model_file: model.onnx }`".to_string());
         return None;
     };
-    Some(Anomaly { channels, on: rule.on, model_file: base.join(model_file) })
+    Some(Anomaly { channels, on: rule.on, detector: detector.resolved(base) })
 }
 
 /// A forecast rule for unit tests: step 1m, history 1h, refit 10m, band 0.95, no horizons.
@@ -651,13 +670,13 @@ groups:
         let rules = &groups[0].rules;
         let RuleKind::Anomaly(temp) = &rules[0].kind else { panic!("{:?}", rules[0]) };
         assert_eq!(temp.channels, vec![Channel { name: "value".into(), expr: "machine_temperature".into() }]);
-        assert_eq!(temp.model_file, Path::new("rules/models/temp.onnx"), "relative to the rule file");
+        assert_eq!(temp.detector.model_file(), Some(Path::new("rules/models/temp.onnx")), "relative to the rule file");
         assert_eq!(rules[0].step, Duration::from_secs(300));
         assert_eq!(rules[0].kind_name(), "anomaly");
         let RuleKind::Anomaly(host) = &rules[1].kind else { panic!("{:?}", rules[1]) };
         assert_eq!(host.channels.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["cpu", "mem"]);
         assert_eq!(host.on.as_deref(), Some(&["instance".to_string()][..]));
-        assert_eq!(host.model_file, Path::new("/abs/host.onnx"));
+        assert_eq!(host.detector.model_file(), Some(Path::new("/abs/host.onnx")));
         assert!(rules[1].display_query().starts_with("cpu: sum by (instance)"), "{}", rules[1].display_query());
     }
 

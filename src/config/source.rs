@@ -38,6 +38,22 @@ pub struct SourceConfig {
     pub headers: BTreeMap<String, String>,
 }
 
+impl SourceConfig {
+    /// A source at `url` with every other setting at its default (the command line's
+    /// `--source URL`).
+    pub fn for_url(url: &str) -> Self {
+        Self {
+            url: url.to_string(),
+            timeout: default_timeout(),
+            retries: default_retries(),
+            basic_auth: None,
+            bearer_token: None,
+            tls_config: None,
+            headers: BTreeMap::new(),
+        }
+    }
+}
+
 /// Username and password for basic auth.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -9,12 +9,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::eval::{query, EvalError, Outcome};
-use crate::autoencoder::{window, Autoencoder};
+use super::evaluation::{query, EvalContext, EvalError, Outcome};
 use crate::config::{Anomaly, Rule};
-use crate::exporter::{Metrics, SeriesOutput, Values};
+use crate::detector::window::{self, Joined};
+use crate::detector::{self, Detector, LoadCause, LoadError, ScoreError};
+use crate::exporter::{SeriesOutput, Values};
 use crate::models::MAX_SCORE;
-use crate::source::{format_labels, Source};
+use crate::source::format_labels;
 
 /// What identifies one version of a model file: a rename, a rewrite, a copy or a change of
 /// permissions changes it. On Unix the inode change time is part of it, because tools that keep
@@ -28,9 +29,11 @@ struct Fingerprint {
 }
 
 impl Fingerprint {
-    fn of(path: &Path) -> std::io::Result<Self> {
-        let meta = std::fs::metadata(path)?;
-        Ok(Self {
+    /// The fingerprint of the detector's file; a detector without one has a single version.
+    fn of(path: Option<&Path>) -> Result<Option<Self>, LoadError> {
+        let Some(path) = path else { return Ok(None) };
+        let meta = std::fs::metadata(path).map_err(|err| LoadError { path: path.to_path_buf(), cause: LoadCause::Read(err.to_string()) })?;
+        Ok(Some(Self {
             len: meta.len(),
             modified: meta.modified().ok(),
             #[cfg(unix)]
@@ -38,15 +41,15 @@ impl Fingerprint {
                 use std::os::unix::fs::MetadataExt;
                 (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec())
             },
-        })
+        }))
     }
 }
 
-/// The model of one detector rule, and the version of the file it came from.
+/// The detector of one rule, and the version of the file it came from.
 #[derive(Debug, Default)]
 pub struct DetectorState {
     /// The file's fingerprint when last loaded, and what loading it gave.
-    loaded: Option<(Fingerprint, Result<Arc<Autoencoder>, String>)>,
+    loaded: Option<(Option<Fingerprint>, Result<Arc<dyn Detector>, LoadError>)>,
     /// Loads attempted, successful or not.
     loads: u64,
     series: usize,
@@ -58,48 +61,44 @@ impl DetectorState {
         self.series
     }
 
-    /// The rule's model, (re)loaded if its file changed since the last load. A model that
+    /// The rule's detector, (re)loaded if its file changed since the last load. A detector that
     /// failed to load is not retried until the file changes.
     ///
     /// # Errors
-    /// The file cannot be read, or the model cannot be loaded or does not fit the rule.
-    pub async fn load_model(&mut self, rule: &Rule, anomaly: &Anomaly) -> Result<Arc<Autoencoder>, EvalError> {
-        let path = &anomaly.model_file;
-        let fingerprint = Fingerprint::of(path).map_err(|err| EvalError::Model(format!("model file {}: {err}", path.display())))?;
-        if let Some((loaded_from, model)) = &self.loaded {
+    /// The file cannot be read, or the detector cannot be loaded or does not fit the rule.
+    pub async fn load_model(&mut self, rule: &Rule, anomaly: &Anomaly) -> Result<Arc<dyn Detector>, LoadError> {
+        let fingerprint = Fingerprint::of(anomaly.detector.model_file())?;
+        if let Some((loaded_from, detector)) = &self.loaded {
             if *loaded_from == fingerprint {
-                return model.clone().map_err(EvalError::Model);
+                return detector.clone();
             }
         }
         let (spec, step) = (anomaly.clone(), rule.step.clone());
         self.loads += 1;
-        let model = tokio::task::spawn_blocking(move || Autoencoder::load_for_rule(&spec, &step).map(Arc::new).map_err(|err| err.to_string()))
-            .await
-            .unwrap_or_else(|panic| Err(format!("model file {}: loading panicked: {panic}", path.display())));
-        match &model {
-            Ok(m) => tracing::info!(rule = %rule.name, file = %path.display(), window = m.window(), channels = m.channels().len(), batched = m.batched(), "model loaded"),
+        let detector = tokio::task::spawn_blocking(move || detector::load(&spec, &step)).await.unwrap_or_else(|panic| {
+            let path = anomaly.detector.model_file().unwrap_or(Path::new("")).to_path_buf();
+            Err(LoadError { path, cause: LoadCause::Panicked(panic.to_string()) })
+        });
+        match &detector {
+            Ok(d) => tracing::info!(rule = %rule.name, detector = %d.describe(), "model loaded"),
             Err(err) => tracing::error!(rule = %rule.name, error = %err, "model not loaded"),
         }
-        self.loaded = Some((fingerprint, model.clone()));
-        model.map_err(EvalError::Model)
+        self.loaded = Some((fingerprint, detector.clone()));
+        detector
     }
 
-    /// Runs one evaluation at wall time `now` (Unix seconds).
+    /// Runs one evaluation at `ctx.now`.
     ///
     /// # Errors
-    /// The model cannot be loaded or run, a query failed, or a channel's series cannot be
+    /// The detector cannot be loaded or run, a query failed, or a channel's series cannot be
     /// joined. The outputs of the previous evaluation then stay until they are stale.
-    pub async fn evaluate(&mut self, rule: &Rule, anomaly: &Anomaly, source: &dyn Source, metrics: &Metrics, now: i64) -> Result<Outcome, EvalError> {
-        let model = self.load_model(rule, anomaly).await?;
+    pub async fn evaluate(&mut self, rule: &Rule, anomaly: &Anomaly, ctx: &EvalContext<'_>) -> Result<Outcome, EvalError> {
+        let detector = self.load_model(rule, anomaly).await?;
         let step = rule.step.secs();
-        let end = now - now.rem_euclid(step);
-        let n = model.window();
+        let end = ctx.now - ctx.now.rem_euclid(step);
+        let n = detector.window();
         let start = end - (n as i64 - 1) * step;
-        let mut answers = Vec::with_capacity(anomaly.channels.len());
-        for channel in &anomaly.channels {
-            answers.push((channel.name.as_str(), query(source, metrics, &channel.expr, start, end, step).await?));
-        }
-        let joined = window::join(answers, anomaly.on.as_deref()).map_err(EvalError::Join)?;
+        let joined = fetch_channels(ctx, anomaly, start, end, step).await?;
         let mut outcome = Outcome::default();
         if let Some((key, channel)) = joined.partial.first() {
             outcome.warnings.push(format!(
@@ -117,36 +116,47 @@ impl DetectorState {
                 values.extend(w);
             }
         }
-        let errors = if keys.is_empty() {
+        // Every window in one call: a batched model scores them together.
+        let scores = if keys.is_empty() {
             vec![]
         } else {
-            let scorer = model.clone();
-            tokio::task::spawn_blocking(move || scorer.reconstruction_errors(&values))
-                .await
-                .unwrap_or_else(|panic| Err(format!("the model panicked: {panic}")))
-                .map_err(|err| EvalError::Model(format!("model file {}: {err}", anomaly.model_file.display())))?
+            let scorer = detector.clone();
+            tokio::task::spawn_blocking(move || scorer.score(&values)).await.unwrap_or_else(|panic| Err(ScoreError::Panicked(panic.to_string())))?
         };
-        for (key, error) in keys.iter().zip(errors) {
-            if !error.is_finite() {
-                outcome.warnings.push(format!("series {}: the reconstruction error is {error}", format_labels(key)));
+        for (key, detector::Score { score, raw }) in keys.iter().zip(scores) {
+            if !(score.is_finite() && raw.is_finite()) {
+                outcome.warnings.push(format!("series {}: the detector's value is {raw}", format_labels(key)));
                 continue;
             }
-            let score = (error / model.threshold()).min(MAX_SCORE);
-            outcome.series.push(SeriesOutput::new(key, rule, Values::Reconstruction { ts: end, score, error }));
+            let score = score.min(MAX_SCORE);
+            outcome.series.push(SeriesOutput::new(key, rule, Values::Reconstruction { ts: end, score, error: raw }));
         }
         self.series = outcome.series.len();
         Ok(outcome)
     }
 }
 
+/// Queries every channel of `anomaly` over `[start, end]` and joins their series on the rule's
+/// labels: what the live detector scores and `export-windows` writes.
+///
+/// # Errors
+/// A failed query, or two series of one channel on one key.
+pub async fn fetch_channels(ctx: &EvalContext<'_>, anomaly: &Anomaly, start: i64, end: i64, step: i64) -> Result<Joined, EvalError> {
+    let mut answers = Vec::with_capacity(anomaly.channels.len());
+    for channel in &anomaly.channels {
+        answers.push((channel.name.as_str(), query(ctx, &channel.expr, start, end, step).await?));
+    }
+    Ok(window::join(answers, anomaly.on.as_deref())?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Channel, RuleKind};
-    use crate::source::{self, Labels, Series};
+    use crate::config::{Channel, DetectorSpec, RuleKind};
+    use crate::engine::FitPool;
+    use crate::source::{self, Labels, Series, Source};
     use futures::future::BoxFuture;
     use futures::FutureExt;
-    use prometheus_client::registry::Registry;
 
     /// Answers constant series: `cpu` for instances a, b and c, `mem` for a and c, `value` for a.
     struct Constant;
@@ -170,29 +180,34 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/models").join(name)
     }
 
+    /// Evaluates at `now` against the `Constant` source.
+    async fn eval(state: &mut DetectorState, rule: &Rule, anomaly: &Anomaly, now: i64) -> Result<Outcome, EvalError> {
+        let pool = FitPool::new(1);
+        state.evaluate(rule, anomaly, &EvalContext { source: &Constant, metrics: None, pool: &pool, now, stale_secs: 600 }).await
+    }
+
     fn rule(channels: &[&str], model_file: &Path) -> (Rule, Anomaly) {
         let anomaly = Anomaly {
             channels: channels.iter().map(|c| Channel { name: (*c).into(), expr: (*c).into() }).collect(),
             on: None,
-            model_file: model_file.to_path_buf(),
+            detector: DetectorSpec::Autoencoder { model_file: model_file.to_path_buf() },
         };
         let rule = Rule { name: "ae".into(), step: crate::config::Duration::from_secs(60), labels: Default::default(), kind: RuleKind::Anomaly(anomaly.clone()) };
         (rule, anomaly)
     }
 
     #[tokio::test]
-    async fn scores_joined_channels_in_one_call() {
+    async fn scores_joined_channels() {
         // zero_w4_c2: channels a (mean 10, std 2) and b (mean 100, std 10), threshold 2
-        let metrics = Metrics::register(&mut Registry::default());
         let (rule, mut anomaly) = rule(&["cpu", "mem"], &fixture("zero_w4_c2.onnx"));
         let mut state = DetectorState::default();
-        let err = state.evaluate(&rule, &anomaly, &Constant, &metrics, 6_000_030).await.unwrap_err().to_string();
+        let err = eval(&mut state, &rule, &anomaly, 6_000_030).await.unwrap_err().to_string();
         assert!(err.contains(r#"the rule's channels ["cpu", "mem"] are not the model's channels ["a", "b"]"#), "{err}");
 
         anomaly.channels[0].name = "a".into();
         anomaly.channels[1].name = "b".into();
         let mut state = DetectorState::default();
-        let outcome = state.evaluate(&rule, &anomaly, &Constant, &metrics, 6_000_030).await.unwrap();
+        let outcome = eval(&mut state, &rule, &anomaly, 6_000_030).await.unwrap();
         // a: z = ((14 - 10) / 2, 0) = (2, 0), so the error is (4 + 0) / 2 = 2
         // c: z = (0, (110 - 100) / 10) = (0, 1), so the error is 0.5
         // b has no mem (channel "b" of the model): not scored, and said so
@@ -205,14 +220,10 @@ mod tests {
         assert_eq!(state.series_count(), 2);
         assert_eq!(outcome.warnings.len(), 1);
         assert!(outcome.warnings[0].starts_with(r#"1 series lack a channel and are not scored, e.g. {instance="b"} has no "b""#), "{:?}", outcome.warnings);
-        // both windows went to the model in one call
-        let Some((_, Ok(model))) = &state.loaded else { panic!("no model") };
-        assert_eq!(model.runs.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
     #[tokio::test]
     async fn a_replaced_model_file_is_loaded_at_the_next_evaluation() {
-        let metrics = Metrics::register(&mut Registry::default());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("model.onnx");
         let (rule, anomaly) = rule(&["value"], &path);
@@ -225,27 +236,27 @@ mod tests {
         };
         let score = |outcome: Outcome| outcome.series.iter().map(SeriesOutput::score).collect::<Vec<_>>();
 
-        let err = state.evaluate(&rule, &anomaly, &Constant, &metrics, 6_000_030).await.unwrap_err().to_string();
+        let err = eval(&mut state, &rule, &anomaly, 6_000_030).await.unwrap_err().to_string();
         assert!(err.contains("model.onnx") && err.contains("No such file"), "{err}");
 
         // value: mean 0, std 1, threshold 1; the series is 3. The zero model's error is 3².
         swap("zero_w4_c1.onnx");
-        let outcome = state.evaluate(&rule, &anomaly, &Constant, &metrics, 6_000_030).await.unwrap();
+        let outcome = eval(&mut state, &rule, &anomaly, 6_000_030).await.unwrap();
         assert_eq!(score(outcome), vec![9.0]);
 
         // the half model reconstructs x / 2, so the error is a quarter
         swap("half_w4_c1.onnx");
-        let outcome = state.evaluate(&rule, &anomaly, &Constant, &metrics, 6_000_090).await.unwrap();
+        let outcome = eval(&mut state, &rule, &anomaly, 6_000_090).await.unwrap();
         assert_eq!(score(outcome), vec![2.25]);
 
         // a broken replacement fails the rule, with the file and the cause
         std::fs::write(&path, b"garbage").unwrap();
-        let err = state.evaluate(&rule, &anomaly, &Constant, &metrics, 6_000_150).await.unwrap_err().to_string();
+        let err = eval(&mut state, &rule, &anomaly, 6_000_150).await.unwrap_err().to_string();
         assert!(err.contains("model.onnx: not an ONNX model"), "{err}");
 
         // and a good one brings it back
         swap("zero_w4_c1.onnx");
-        assert_eq!(score(state.evaluate(&rule, &anomaly, &Constant, &metrics, 6_000_210).await.unwrap()), vec![9.0]);
+        assert_eq!(score(eval(&mut state, &rule, &anomaly, 6_000_210).await.unwrap()), vec![9.0]);
     }
 
     /// Rewrites `path` in place with `content`, then gives it back its size and modification
@@ -273,38 +284,36 @@ mod tests {
 
     #[tokio::test]
     async fn a_model_rewritten_with_its_size_and_mtime_is_loaded_again() {
-        let metrics = Metrics::register(&mut Registry::default());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("model.onnx");
         std::fs::copy(fixture("zero_w4_c1.onnx"), &path).unwrap();
         let (rule, anomaly) = rule(&["value"], &path);
         let mut state = DetectorState::default();
         let score = |outcome: Outcome| outcome.series.iter().map(SeriesOutput::score).collect::<Vec<_>>();
-        assert_eq!(score(state.evaluate(&rule, &anomaly, &Constant, &metrics, 6_000_030).await.unwrap()), vec![9.0]);
+        assert_eq!(score(eval(&mut state, &rule, &anomaly, 6_000_030).await.unwrap()), vec![9.0]);
         rewrite_keeping_mtime(&path, &std::fs::read(fixture("half_w4_c1.onnx")).unwrap());
-        assert_eq!(score(state.evaluate(&rule, &anomaly, &Constant, &metrics, 6_000_090).await.unwrap()), vec![2.25], "the half model");
+        assert_eq!(score(eval(&mut state, &rule, &anomaly, 6_000_090).await.unwrap()), vec![2.25], "the half model");
         assert_eq!(state.loads, 2);
     }
 
     #[tokio::test]
     async fn a_failed_load_is_retried_only_when_the_file_changes() {
-        let metrics = Metrics::register(&mut Registry::default());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("model.onnx");
         std::fs::write(&path, b"garbage").unwrap();
         let (rule, anomaly) = rule(&["value"], &path);
         let mut state = DetectorState::default();
         for now in [6_000_030, 6_000_090, 6_000_150] {
-            let err = state.evaluate(&rule, &anomaly, &Constant, &metrics, now).await.unwrap_err().to_string();
+            let err = eval(&mut state, &rule, &anomaly, now).await.unwrap_err().to_string();
             assert!(err.contains("model.onnx: not an ONNX model"), "{err}");
         }
         assert_eq!(state.loads, 1, "one failed load, remembered");
         rewrite_keeping_mtime(&path, b"garbag2");
-        assert!(state.evaluate(&rule, &anomaly, &Constant, &metrics, 6_000_210).await.is_err());
+        assert!(eval(&mut state, &rule, &anomaly, 6_000_210).await.is_err());
         assert_eq!(state.loads, 2, "a changed file is tried again");
         std::fs::copy(fixture("zero_w4_c1.onnx"), &path).unwrap();
         for now in [6_000_270, 6_000_330] {
-            assert!(state.evaluate(&rule, &anomaly, &Constant, &metrics, now).await.is_ok());
+            assert!(eval(&mut state, &rule, &anomaly, now).await.is_ok());
         }
         assert_eq!(state.loads, 3, "a good model is loaded once");
     }

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::eval::FitPool;
-use super::RuleState;
+use super::{EvalContext, FitPool, RuleState};
 use crate::config::{GroupKey, RuleGroup, RuleKind, Schedule};
 use crate::exporter::{Exporter, Metrics, RuleId};
 use crate::source::Source;
@@ -146,7 +145,8 @@ async fn evaluate_group(
         let state = states.entry(rule.name.clone()).or_insert_with(|| RuleState::for_rule(rule));
         let started = ctx.clock.now();
         let began = Instant::now();
-        let result = state.evaluate(rule, source.as_ref(), &ctx.metrics, &ctx.pool, started as i64, stale_after as i64).await;
+        let eval = EvalContext { source: source.as_ref(), metrics: Some(&ctx.metrics), pool: &ctx.pool, now: started as i64, stale_secs: stale_after as i64 };
+        let result = state.evaluate(rule, &eval).await;
         let took = began.elapsed();
         ctx.metrics.observe_evaluation(took);
         let result = match result {

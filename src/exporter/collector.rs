@@ -151,7 +151,8 @@ mod tests {
     use super::*;
     use crate::config::{Duration, GroupKey, RuleGroup, Schedule};
     use crate::exporter::{encode, Format};
-    use crate::models::{ModelSpec, Point};
+    use crate::config::ModelSpec;
+    use crate::exporter::Point;
     use crate::source::Labels;
 
     fn render(exporter: &Exporter, now: f64) -> String {

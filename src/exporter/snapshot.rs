@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use crate::config::{GroupKey, Rule, RuleGroup};
-use crate::models::Point;
 use crate::source::{series_key, Labels};
 
 /// Labels pulsewatch adds; an input label of the same name is renamed `exported_<name>`.
@@ -19,6 +18,23 @@ pub struct RuleId {
     pub group: GroupKey,
     /// The rule name.
     pub rule: String,
+}
+
+/// A scored observation: what `pulsewatch_y`, `_yhat*` and `_anomaly_score` export.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Point {
+    /// Sample timestamp, Unix seconds.
+    pub ts: i64,
+    /// The observation.
+    pub y: f64,
+    /// The prediction for `ts`.
+    pub yhat: f64,
+    /// Lower edge of the band.
+    pub lower: f64,
+    /// Upper edge of the band.
+    pub upper: f64,
+    /// The anomaly score.
+    pub score: f64,
 }
 
 /// One output series of a rule: its labels and what its newest evaluation produced.
@@ -284,7 +300,7 @@ mod tests {
     use crate::config::{Duration, Schedule};
 
     fn rule(labels: &[(&str, &str)]) -> Rule {
-        let mut rule = crate::config::rules::test_forecast_rule("r", "up", crate::models::ModelSpec::Linear {});
+        let mut rule = crate::config::rules::test_forecast_rule("r", "up", crate::config::ModelSpec::Linear {});
         rule.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         rule
     }

@@ -15,7 +15,8 @@ pub use crate::config::ModelSpec;
 pub use fit::{fit, Path};
 pub use score::anomaly_score;
 pub(crate) use score::MAX_SCORE;
-pub use series::{Point, SeriesModel};
+pub use crate::exporter::Point;
+pub use series::SeriesModel;
 
 /// Errors from fitting or predicting.
 #[derive(Debug, thiserror::Error)]

@@ -10,27 +10,11 @@ use std::collections::VecDeque;
 
 use super::calibration::Calibration;
 use super::{anomaly_score, Path};
+use crate::exporter::Point;
 use crate::config::Direction;
 
 /// Weight of the newest in-band residual in the online level correction.
 const LEVEL_ALPHA: f64 = 0.1;
-
-/// A scored observation: what `pulsewatch_y`, `_yhat*` and `_anomaly_score` export.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Point {
-    /// Sample timestamp, Unix seconds.
-    pub ts: i64,
-    /// The observation.
-    pub y: f64,
-    /// The prediction for `ts`.
-    pub yhat: f64,
-    /// Lower edge of the band.
-    pub lower: f64,
-    /// Upper edge of the band.
-    pub upper: f64,
-    /// The anomaly score.
-    pub score: f64,
-}
 
 #[derive(Clone, Debug)]
 struct Fitted {

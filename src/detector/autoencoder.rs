@@ -15,32 +15,21 @@
 //! mean squared difference over all its values; the score is that error over `threshold`, so a
 //! score of 1 is the threshold, as for forecast rules.
 
-pub mod window;
-
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use serde::Deserialize;
 use tract_onnx::prelude::*;
 
-use crate::config::{Anomaly, Channel, Duration};
+use super::{Detector, LoadCause, LoadError, Score, ScoreError};
+use crate::config::{Channel, Duration};
 
 /// The `metadata_props` key that holds pulsewatch's metadata.
 pub const METADATA_KEY: &str = "pulsewatch";
 
 /// Longest window a model may take: each evaluation queries and holds that many steps.
 const MAX_WINDOW: usize = 10_000;
-
-/// A model that could not be loaded, or does not fit its rule.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("model file {}: {cause}", path.display())]
-pub struct LoadError {
-    /// The model file.
-    pub path: PathBuf,
-    /// What is wrong: the decoder's or tract's message, the shape, the metadata.
-    pub cause: String,
-}
 
 /// Normalisation of one channel, from the model's metadata.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -84,20 +73,21 @@ impl Autoencoder {
     /// The file cannot be read, is not a model tract can run, has no valid pulsewatch metadata,
     /// or its shapes are not `[batch, window, channels]` in and out.
     pub fn load(path: &Path) -> Result<Self, LoadError> {
-        let error = |cause: String| LoadError { path: path.to_path_buf(), cause };
+        let error = |cause: LoadCause| LoadError { path: path.to_path_buf(), cause };
         // Read into memory rather than let tract map the file: a model replaced in place
         // while mapped would fault the process.
-        let bytes = std::fs::read(path).map_err(|err| error(format!("reading: {err}")))?;
+        let bytes = std::fs::read(path).map_err(|err| error(LoadCause::Read(err.to_string())))?;
         Self::from_bytes(&bytes).map_err(error)
     }
 
-    /// Loads the model of a detector rule and checks that it fits the rule.
+    /// Loads the model at `path` for a rule with `channels` at `step`, and checks that it
+    /// fits them.
     ///
     /// # Errors
     /// As [`Autoencoder::load`], and what [`Autoencoder::check_rule`] finds.
-    pub fn load_for_rule(anomaly: &Anomaly, step: &Duration) -> Result<Self, LoadError> {
-        let model = Self::load(&anomaly.model_file)?;
-        model.check_rule(&anomaly.channels, step).map_err(|cause| LoadError { path: anomaly.model_file.clone(), cause })?;
+    pub fn load_for_rule(path: &Path, channels: &[Channel], step: &Duration) -> Result<Self, LoadError> {
+        let model = Self::load(path)?;
+        model.check_rule(channels, step).map_err(|cause| LoadError { path: path.to_path_buf(), cause })?;
         Ok(model)
     }
 
@@ -106,22 +96,27 @@ impl Autoencoder {
     ///
     /// # Errors
     /// As [`Autoencoder::load`], without the file name.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, LoadCause> {
         match catch_unwind(AssertUnwindSafe(|| Self::build(bytes))) {
             Ok(result) => result,
             Err(panic) => {
                 let what = panic.downcast_ref::<String>().map(String::as_str).or_else(|| panic.downcast_ref::<&str>().copied());
-                Err(format!("tract panicked loading the model: {}", what.unwrap_or("no message")))
+                Err(LoadCause::Panicked(what.unwrap_or("no message").to_string()))
             }
         }
     }
 
-    fn build(bytes: &[u8]) -> Result<Self, String> {
+    fn build(bytes: &[u8]) -> Result<Self, LoadCause> {
         let onnx = tract_onnx::onnx();
-        let proto = onnx.proto_model_for_read(&mut &bytes[..]).map_err(|err| format!("not an ONNX model: {err:#}"))?;
-        let model = onnx.model_for_proto_model(&proto).map_err(|err| format!("unsupported model: {err:#}"))?;
-        let metadata = metadata(&proto)?;
-        let typed = model.into_typed().map_err(|err| format!("unsupported model: {err:#}"))?;
+        let proto = onnx.proto_model_for_read(&mut &bytes[..]).map_err(|err| LoadCause::NotOnnx(format!("{err:#}")))?;
+        let model = onnx.model_for_proto_model(&proto).map_err(|err| LoadCause::Unsupported(format!("{err:#}")))?;
+        let metadata = metadata(&proto).map_err(LoadCause::Metadata)?;
+        let typed = model.into_typed().map_err(|err| LoadCause::Unsupported(format!("{err:#}")))?;
+        Self::from_typed(typed, metadata).map_err(LoadCause::Shape)
+    }
+
+    /// Checks the graph's inputs and outputs against the metadata, and optimises it.
+    fn from_typed(typed: TypedModel, metadata: Metadata) -> Result<Self, String> {
         if typed.inputs.len() != 1 || typed.outputs.len() != 1 {
             return Err(format!("the model has {} inputs and {} outputs; an autoencoder has one of each", typed.inputs.len(), typed.outputs.len()));
         }
@@ -196,16 +191,17 @@ impl Autoencoder {
     ///
     /// # Errors
     /// What does not match.
-    pub fn check_rule(&self, channels: &[Channel], step: &Duration) -> Result<(), String> {
+    pub fn check_rule(&self, channels: &[Channel], step: &Duration) -> Result<(), LoadCause> {
         let ours: Vec<&str> = channels.iter().map(|c| c.name.as_str()).collect();
         let model: Vec<&str> = self.channels.iter().map(|c| c.name.as_str()).collect();
         if ours != model {
-            return Err(format!("the rule's channels {ours:?} are not the model's channels {model:?} (same names, same order)"));
+            return Err(LoadCause::Rule(format!("the rule's channels {ours:?} are not the model's channels {model:?} (same names, same order)")));
         }
         match self.step_seconds {
-            Some(trained) if trained != step.secs() => {
-                Err(format!("the model was trained on samples {} apart, the rule's step is {step}", Duration::from_secs(trained as u64)))
-            }
+            Some(trained) if trained != step.secs() => Err(LoadCause::Rule(format!(
+                "the model was trained on samples {} apart, the rule's step is {step}",
+                Duration::from_secs(trained as u64)
+            ))),
             _ => Ok(()),
         }
     }
@@ -216,10 +212,10 @@ impl Autoencoder {
     ///
     /// # Errors
     /// tract failed to run the model, or `values` is not a whole number of windows.
-    pub fn reconstruction_errors(&self, values: &[f64]) -> Result<Vec<f64>, String> {
+    pub fn reconstruction_errors(&self, values: &[f64]) -> Result<Vec<f64>, ScoreError> {
         let size = self.window * self.channels.len();
         if values.len() % size != 0 {
-            return Err(format!("{} values are not a whole number of windows of {size}", values.len()));
+            return Err(ScoreError::Ragged { values: values.len(), size });
         }
         let z: Vec<f32> = values
             .iter()
@@ -235,20 +231,36 @@ impl Autoencoder {
         let mut errors = Vec::with_capacity(values.len() / size);
         for chunk in z.chunks(per_call) {
             let batch = chunk.len() / size;
-            let input = Tensor::from_shape(&[batch, self.window, self.channels.len()], chunk).map_err(|err| format!("{err:#}"))?;
+            let run = |err: TractError| ScoreError::Run(format!("{err:#}"));
+            let input = Tensor::from_shape(&[batch, self.window, self.channels.len()], chunk).map_err(run)?;
             #[cfg(test)]
             self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let output = self.plan.run(tvec!(input.into_tvalue())).map_err(|err| format!("running the model: {err:#}"))?;
-            let view = output[0].try_as_plain_ram().map_err(|err| format!("{err:#}"))?;
-            let reconstruction = view.as_slice::<f32>().map_err(|err| format!("model output: {err:#}"))?;
+            let output = self.plan.run(tvec!(input.into_tvalue())).map_err(run)?;
+            let view = output[0].try_as_plain_ram().map_err(run)?;
+            let reconstruction = view.as_slice::<f32>().map_err(run)?;
             if reconstruction.len() != chunk.len() {
-                return Err(format!("the model returned {} values for {} inputs", reconstruction.len(), chunk.len()));
+                return Err(ScoreError::Run(format!("the model returned {} values for {} inputs", reconstruction.len(), chunk.len())));
             }
             errors.extend(chunk.chunks(size).zip(reconstruction.chunks(size)).map(|(x, r)| {
                 x.iter().zip(r).map(|(x, r)| f64::from(x - r).powi(2)).sum::<f64>() / size as f64
             }));
         }
         Ok(errors)
+    }
+}
+
+impl Detector for Autoencoder {
+    fn window(&self) -> usize {
+        self.window
+    }
+
+    fn score(&self, windows: &[f64]) -> Result<Vec<Score>, ScoreError> {
+        let errors = self.reconstruction_errors(windows)?;
+        Ok(errors.into_iter().map(|error| Score { score: error / self.threshold, raw: error }).collect())
+    }
+
+    fn describe(&self) -> String {
+        format!("autoencoder of {} × {} samples{}", self.window, self.channels.len(), if self.batched { ", batched" } else { "" })
     }
 }
 
@@ -279,7 +291,7 @@ fn metadata(proto: &tract_onnx::pb::ModelProto) -> Result<Metadata, String> {
 mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> PathBuf {
+    fn fixture(name: &str) -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/models").join(name)
     }
 
@@ -332,10 +344,15 @@ mod tests {
         }
         // a truncated model and bytes that are no model at all
         let bytes = std::fs::read(fixture("zero_w4_c2.onnx")).unwrap();
-        let err = Autoencoder::from_bytes(&bytes[..bytes.len() / 2]).unwrap_err();
-        assert!(err.contains("not an ONNX model"), "{err}");
-        let err = Autoencoder::from_bytes(b"\xff\xfe this is not protobuf").unwrap_err();
-        assert!(err.contains("not an ONNX model"), "{err}");
+        assert!(matches!(Autoencoder::from_bytes(&bytes[..bytes.len() / 2]), Err(LoadCause::NotOnnx(_))), "truncated");
+        assert!(matches!(Autoencoder::from_bytes(b"\xff\xfe this is not protobuf"), Err(LoadCause::NotOnnx(_))));
+        // the causes callers can tell apart
+        let cause = |name: &str| Autoencoder::load(&fixture(name)).unwrap_err().cause;
+        assert!(matches!(cause("does_not_exist.onnx"), LoadCause::Read(_)));
+        assert!(matches!(cause("lstm_no_initial_state.onnx"), LoadCause::Panicked(_)));
+        assert!(matches!(cause("unsupported_op.onnx"), LoadCause::Unsupported(_)));
+        assert!(matches!(cause("bad_output_shape.onnx"), LoadCause::Shape(_)));
+        assert!(matches!(cause("no_metadata.onnx"), LoadCause::Metadata(_)));
     }
 
     #[test]
@@ -344,11 +361,13 @@ mod tests {
         let channel = |name: &str| Channel { name: name.into(), expr: "up".into() };
         let minute = Duration::from_secs(60);
         assert!(model.check_rule(&[channel("a"), channel("b")], &minute).is_ok());
-        let err = model.check_rule(&[channel("b"), channel("a")], &minute).unwrap_err();
+        let err = model.check_rule(&[channel("b"), channel("a")], &minute).unwrap_err().to_string();
         assert!(err.contains(r#"the rule's channels ["b", "a"] are not the model's channels ["a", "b"]"#), "{err}");
-        let err = model.check_rule(&[channel("a")], &minute).unwrap_err();
+        let err = model.check_rule(&[channel("a")], &minute).unwrap_err().to_string();
         assert!(err.contains("not the model's channels"), "{err}");
         let err = model.check_rule(&[channel("a"), channel("b")], &Duration::from_secs(300)).unwrap_err();
+        assert!(matches!(err, LoadCause::Rule(_)));
+        let err = err.to_string();
         assert!(err.contains("trained on samples 1m apart, the rule's step is 5m"), "{err}");
     }
 }

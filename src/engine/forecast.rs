@@ -7,52 +7,13 @@
 //! memory. Fits run on the blocking pool, at most `FitPool` permits at a time.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::Semaphore;
-
+use super::evaluation::{query, EvalContext, EvalError, Outcome};
 use crate::config::{Forecast, Rule};
-use crate::exporter::{Metrics, SeriesOutput};
+use crate::exporter::SeriesOutput;
 use crate::models::{self, SeriesModel};
-use crate::source::{self, series_key, Labels, Series, Source};
-
-/// Bounds how many model fits run at once, across all groups.
-#[derive(Clone, Debug)]
-pub struct FitPool(Arc<Semaphore>);
-
-impl FitPool {
-    /// A pool of `permits` (0: one per CPU).
-    pub fn new(permits: usize) -> Self {
-        let permits = if permits == 0 { std::thread::available_parallelism().map_or(2, |n| n.get()) } else { permits };
-        Self(Arc::new(Semaphore::new(permits)))
-    }
-}
-
-/// A failed evaluation.
-#[derive(Debug, thiserror::Error)]
-pub enum EvalError {
-    /// The query failed (after retries).
-    #[error("query: {0}")]
-    Query(#[from] source::Error),
-    /// The detector's model could not be loaded or run.
-    #[error("{0}")]
-    Model(String),
-    /// The channels' series could not be joined.
-    #[error("{0}")]
-    Join(String),
-}
-
-/// What an evaluation produced.
-#[derive(Debug, Default)]
-pub struct Outcome {
-    /// One entry per scored series, in label order.
-    pub series: Vec<SeriesOutput>,
-    /// Fits that ran.
-    pub fits: u64,
-    /// Problems with single series (fit failures) that did not fail the rule.
-    pub warnings: Vec<String>,
-}
+use crate::source::{self, series_key, Labels, Series};
 
 /// The models of one forecast rule, kept across evaluations (and across reloads that leave the
 /// rule as is).
@@ -69,24 +30,14 @@ impl ForecastState {
         self.series.len()
     }
 
-    /// Runs one evaluation at wall time `now` (Unix seconds). `stale_secs`: series whose newest
-    /// sample is older than this are dropped with their model.
+    /// Runs one evaluation at `ctx.now`; series whose newest sample is older than
+    /// `ctx.stale_secs` are dropped with their model.
     ///
     /// # Errors
     /// A failed query; the state is then unchanged.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn evaluate(
-        &mut self,
-        rule: &Rule,
-        forecast: &Forecast,
-        source: &dyn Source,
-        metrics: &Metrics,
-        pool: &FitPool,
-        now: i64,
-        stale_secs: i64,
-    ) -> Result<Outcome, EvalError> {
+    pub async fn evaluate(&mut self, rule: &Rule, forecast: &Forecast, ctx: &EvalContext<'_>) -> Result<Outcome, EvalError> {
         let step = rule.step.secs();
-        let end = now - now.rem_euclid(step);
+        let end = ctx.now - ctx.now.rem_euclid(step);
         let points = forecast.history_points(&rule.step);
         let history_start = end - (points as i64 - 1) * step;
         let expr = forecast.expr.as_str();
@@ -97,19 +48,19 @@ impl ForecastState {
             Some(last) if !self.series.is_empty() => {
                 // Always ask for at least the newest grid point: it proves the source is up and
                 // the series still exist, even when no new point has come since the last run.
-                let answer = query(source, metrics, expr, (last + step).min(end), end, step).await?;
+                let answer = query(ctx, expr, (last + step).min(end), end, step).await?;
                 let (known, new): (Vec<Series>, Vec<Series>) =
                     answer.into_iter().partition(|s| self.series.contains_key(&series_key(&s.labels)));
                 if !new.is_empty() {
                     let wanted: std::collections::HashSet<Labels> = new.iter().map(|s| series_key(&s.labels)).collect();
-                    let history = query(source, metrics, expr, history_start, end, step).await?;
+                    let history = query(ctx, expr, history_start, end, step).await?;
                     fresh.extend(history.into_iter().filter(|s| wanted.contains(&series_key(&s.labels))));
                 }
                 for s in known {
                     pending.insert(series_key(&s.labels), s.samples);
                 }
             }
-            _ => fresh = query(source, metrics, expr, history_start, end, step).await?,
+            _ => fresh = query(ctx, expr, history_start, end, step).await?,
         }
         // A new series trains on all but its newest sample, which it then scores.
         for s in fresh {
@@ -122,8 +73,7 @@ impl ForecastState {
             self.series.insert(labels, model);
         }
 
-        let mut outcome = Outcome::default();
-        self.refit_due(&rule.step, forecast, &pending, metrics, pool, end, &mut outcome).await;
+        let mut outcome = self.refit_due(rule, forecast, &pending, ctx, end).await;
         for (labels, samples) in pending {
             if let Some(model) = self.series.get_mut(&labels) {
                 for (ts, v) in samples {
@@ -131,7 +81,7 @@ impl ForecastState {
                 }
             }
         }
-        self.series.retain(|_, m| m.last_ts().is_some_and(|ts| ts >= end - stale_secs));
+        self.series.retain(|_, m| m.last_ts().is_some_and(|ts| ts >= end - ctx.stale_secs));
         self.last_end = Some(end);
 
         let mut labels: Vec<&Labels> = self.series.keys().collect();
@@ -149,20 +99,12 @@ impl ForecastState {
         Ok(outcome)
     }
 
-    /// Fits every series that is due, in parallel on the blocking pool.
-    #[allow(clippy::too_many_arguments)]
-    async fn refit_due(
-        &mut self,
-        step: &crate::config::Duration,
-        forecast: &Forecast,
-        pending: &HashMap<Labels, Vec<(i64, f64)>>,
-        metrics: &Metrics,
-        pool: &FitPool,
-        end: i64,
-        outcome: &mut Outcome,
-    ) {
-        let min_points = forecast.model.min_points(step);
-        let step = step.secs();
+    /// Fits every series that is due, in parallel on the blocking pool; the outcome counts the
+    /// fits and says which failed.
+    async fn refit_due(&mut self, rule: &Rule, forecast: &Forecast, pending: &HashMap<Labels, Vec<(i64, f64)>>, ctx: &EvalContext<'_>, end: i64) -> Outcome {
+        let mut outcome = Outcome::default();
+        let min_points = forecast.model.min_points(&rule.step);
+        let step = rule.step.secs();
         let reach = forecast.horizons.iter().map(|h| h.secs()).max().unwrap_or(0);
         let refit = forecast.refit.secs();
         // After a failed fit, wait this long (in sample time) before trying again.
@@ -179,7 +121,7 @@ impl ForecastState {
         for (labels, until) in due {
             // Take the permit before copying the history, so at most pool-size copies exist.
             // The semaphore is never closed, so acquiring only waits.
-            let permit = pool.0.clone().acquire_owned().await.expect("fit pool semaphore is never closed");
+            let permit = ctx.pool.acquire().await;
             let Some((values, start)) = self.series.get(&labels).and_then(SeriesModel::training_data) else { continue };
             let at_ts = start + (values.len() as i64 - 1) * step;
             // Long enough to score until the next refit and still reach the furthest horizon.
@@ -194,7 +136,9 @@ impl ForecastState {
         }
         while let Some(joined) = tasks.join_next().await {
             let Ok((labels, at_ts, took, result)) = joined else { continue };
-            metrics.observe_fit(took);
+            if let Some(metrics) = ctx.metrics {
+                metrics.observe_fit(took);
+            }
             outcome.fits += 1;
             match result {
                 Ok(Ok(path)) => {
@@ -215,21 +159,18 @@ impl ForecastState {
                 }
             }
         }
+        outcome
     }
-}
-
-pub(super) async fn query(source: &dyn Source, metrics: &Metrics, expr: &str, start: i64, end: i64, step: i64) -> Result<Vec<Series>, source::Error> {
-    let began = Instant::now();
-    let result = source.query_range(expr, start, end, step).await;
-    metrics.observe_query(began.elapsed(), result.is_ok());
-    result
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Duration;
+    use crate::engine::FitPool;
+    use crate::exporter::Metrics;
     use crate::models::ModelSpec;
+    use crate::source::Source;
     use futures::FutureExt;
     use prometheus_client::registry::Registry;
     use std::sync::Mutex;
@@ -276,7 +217,7 @@ mod tests {
         let forecast = rule.forecast().unwrap();
         macro_rules! eval {
             ($now:expr) => {
-                state.evaluate(&rule, forecast, &source, &metrics, &pool, $now, 600).await.unwrap()
+                state.evaluate(&rule, forecast, &EvalContext { source: &source, metrics: Some(&metrics), pool: &pool, now: $now, stale_secs: 600 }).await.unwrap()
             };
         }
         let first = eval!(t0 + 30);

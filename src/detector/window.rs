@@ -31,12 +31,22 @@ pub struct Joined {
     pub partial: Vec<(Labels, String)>,
 }
 
+/// Two series of one channel on one key: as PromQL refuses many-to-one matching without
+/// grouping, the channels cannot be joined.
+#[derive(Debug, thiserror::Error)]
+#[error("channel {channel:?}: more than one series has the labels {}; aggregate them (`sum by (...)`) or set `on`", format_labels(.labels))]
+pub struct JoinError {
+    /// The channel.
+    pub channel: String,
+    /// The key its series share.
+    pub labels: Labels,
+}
+
 /// Joins one answer per channel (named) on the series' keys.
 ///
 /// # Errors
-/// Two series of one channel share a key (as PromQL refuses many-to-one matching without
-/// grouping); the message names the channel and the labels.
-pub fn join(answers: Vec<(&str, Vec<Series>)>, on: Option<&[String]>) -> Result<Joined, String> {
+/// Two series of one channel share a key.
+pub fn join(answers: Vec<(&str, Vec<Series>)>, on: Option<&[String]>) -> Result<Joined, JoinError> {
     let names: Vec<String> = answers.iter().map(|(name, _)| name.to_string()).collect();
     let mut joined: BTreeMap<Labels, Vec<Option<Samples>>> = BTreeMap::new();
     for (c, (name, series)) in answers.into_iter().enumerate() {
@@ -44,10 +54,7 @@ pub fn join(answers: Vec<(&str, Vec<Series>)>, on: Option<&[String]>) -> Result<
             let key = join_key(&s.labels, on);
             let slot = &mut joined.entry(key.clone()).or_insert_with(|| vec![None; names.len()])[c];
             if slot.is_some() {
-                return Err(format!(
-                    "channel {name:?}: more than one series has the labels {}; aggregate them (`sum by (...)`) or set `on`",
-                    format_labels(&key)
-                ));
+                return Err(JoinError { channel: name.to_string(), labels: key });
             }
             *slot = Some(s.samples);
         }
@@ -135,7 +142,7 @@ mod tests {
 
         // two series of one channel on one key: refused, naming the channel and the labels
         let twice = vec![series(&[("instance", "a"), ("cpu", "0")], &[]), series(&[("instance", "a"), ("cpu", "1")], &[])];
-        let err = join(vec![("cpu", twice)], Some(&on)).unwrap_err();
+        let err = join(vec![("cpu", twice)], Some(&on)).unwrap_err().to_string();
         assert!(err.contains(r#"channel "cpu""#) && err.contains(r#"{instance="a"}"#), "{err}");
     }
 
