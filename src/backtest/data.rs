@@ -44,12 +44,12 @@ impl Recording {
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{}: {cause}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message, not as a `source`, so `{:#}` says it once).
+        cause: std::io::Error,
     },
     /// A row is not `timestamp,value`.
     #[error("{path}:{line}: {why}")]
@@ -71,7 +71,7 @@ pub enum DataError {
 /// # Errors
 /// An unreadable file or a malformed row, with its line.
 pub fn load_csv(path: &Path, key: &str) -> Result<Recording, DataError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DataError::Read { path: path.into(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|cause| DataError::Read { path: path.into(), cause })?;
     let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
     let (mut timestamps, mut values) = (Vec::new(), Vec::new());
     for record in reader.records() {
@@ -131,15 +131,15 @@ pub fn from_series(series: Vec<Series>, step: i64) -> Vec<Recording> {
 /// # Errors
 /// An unreadable directory.
 pub fn dataset_files(dir: &Path) -> Result<Vec<(PathBuf, String)>, DataError> {
-    let read = |d: &Path| std::fs::read_dir(d).map_err(|source| DataError::Read { path: d.into(), source });
+    let read = |d: &Path| std::fs::read_dir(d).map_err(|cause| DataError::Read { path: d.into(), cause });
     let mut files = Vec::new();
     for entry in read(dir)? {
-        let category = entry.map_err(|source| DataError::Read { path: dir.into(), source })?.path();
+        let category = entry.map_err(|cause| DataError::Read { path: dir.into(), cause })?.path();
         if !category.is_dir() {
             continue;
         }
         for file in read(&category)? {
-            let path = file.map_err(|source| DataError::Read { path: category.clone(), source })?.path();
+            let path = file.map_err(|cause| DataError::Read { path: category.clone(), cause })?.path();
             if path.extension().is_some_and(|e| e == "csv") {
                 let key = nab_key(&path);
                 files.push((path, key));

@@ -63,7 +63,7 @@ pub async fn run(rule: &Rule, recordings: Vec<Recording>, labels: Option<&nab::L
     // Everything that can be checked is checked before minutes of replay.
     let mut rules = Vec::with_capacity(recordings.len());
     for recording in &recordings {
-        rules.push(Arc::new(replay::rule_for(rule, recording).map_err(|e| anyhow::anyhow!(e))?));
+        rules.push(Arc::new(replay::rule_for(rule, recording)?));
         if let Some(windows) = labels.and_then(|l| l.windows(&recording.key)) {
             let unscored = nab::FileResult { key: recording.key.clone(), timestamps: recording.timestamps.clone(), scores: vec![0.0; recording.values.len()] };
             WindowCounts::count(&unscored, windows, report::ALERT_THRESHOLD).with_context(|| format!("labels of {}", recording.key))?;
@@ -128,7 +128,7 @@ pub async fn run(rule: &Rule, recordings: Vec<Recording>, labels: Option<&nab::L
             if let Some(w) = windows {
                 report::write_nab(&with("nab.csv"), trace, w).with_context(|| format!("writing {}", with("nab.csv").display()))?;
             }
-            plot::draw(&with("svg"), trace, windows.unwrap_or_default(), holdout.as_ref()).map_err(|e| anyhow::anyhow!("drawing {}: {e}", with("svg").display()))?;
+            plot::draw(&with("svg"), trace, windows.unwrap_or_default(), holdout.as_ref())?;
         }
     }
     let traces = replays.into_iter().map(|(t, _)| t).collect();

@@ -13,11 +13,21 @@ const WINDOW: RGBColor = RGBColor(255, 200, 200);
 const BAND: RGBColor = RGBColor(160, 200, 240);
 const FORECAST: RGBColor = RGBColor(140, 60, 170);
 
+/// A plot that could not be drawn or written.
+#[derive(Debug, thiserror::Error)]
+#[error("drawing {}: {message}", path.display())]
+pub struct PlotError {
+    /// The SVG file.
+    pub path: std::path::PathBuf,
+    /// plotters' description.
+    pub message: String,
+}
+
 /// Draws `trace` (and `holdout`, if any) to an SVG file at `path`.
 ///
 /// # Errors
-/// Drawing or I/O errors, as text.
-pub fn draw(path: &Path, trace: &Trace, windows: &[Window], holdout: Option<&Holdout>) -> Result<(), String> {
+/// Drawing or I/O errors.
+pub fn draw(path: &Path, trace: &Trace, windows: &[Window], holdout: Option<&Holdout>) -> Result<(), PlotError> {
     let rec = &trace.recording;
     let n = rec.values.len();
     let (lo, hi) = rec.values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
@@ -27,7 +37,7 @@ pub fn draw(path: &Path, trace: &Trace, windows: &[Window], holdout: Option<&Hol
     let clip = |v: f64| v.clamp(lo, hi);
 
     let root = SVGBackend::new(path, (1400, 450)).into_drawing_area();
-    let err = |e: DrawingAreaErrorKind<_>| e.to_string();
+    let err = |e: DrawingAreaErrorKind<_>| PlotError { path: path.to_path_buf(), message: e.to_string() };
     root.fill(&WHITE).map_err(err)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(&rec.key, ("sans-serif", 18))

@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 use super::data::Recording;
-use crate::config::{Duration, Rule};
+use crate::config::{Duration, ModelError, Rule};
 use crate::engine::{EvalContext, FitPool, RuleState};
 use crate::models::Point;
 use crate::source::{self, Series, Source};
@@ -45,17 +45,35 @@ pub struct Trace {
     pub warnings: Vec<String>,
 }
 
+/// A rule that cannot replay a recording.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// Only forecast rules replay.
+    #[error("rule {0:?} is an anomaly rule; backtest replays forecast rules")]
+    AnomalyRule(String),
+    /// The model does not fit the recording's step.
+    #[error("{key}: at its step of {step}: {cause}")]
+    Model {
+        /// The recording.
+        key: String,
+        /// Its step.
+        step: Duration,
+        /// What does not fit.
+        cause: ModelError,
+    },
+}
+
 /// The rule as it runs on `recording`: its step is the recording's.
 ///
 /// # Errors
 /// When the rule is not a forecast rule, or its model does not fit that step (a season shorter
 /// than it, say).
-pub fn rule_for(rule: &Rule, recording: &Recording) -> Result<Rule, String> {
+pub fn rule_for(rule: &Rule, recording: &Recording) -> Result<Rule, ReplayError> {
     let Some(forecast) = rule.forecast() else {
-        return Err(format!("rule {:?} is an anomaly rule; backtest replays forecast rules", rule.name));
+        return Err(ReplayError::AnomalyRule(rule.name.clone()));
     };
     let step = Duration::from_secs(recording.step as u64);
-    forecast.model.validate(&step, &forecast.history).map_err(|e| format!("{}: at its step of {step}: {e}", recording.key))?;
+    forecast.model.validate(&step, &forecast.history).map_err(|cause| ReplayError::Model { key: recording.key.clone(), step: step.clone(), cause })?;
     Ok(Rule { step, ..rule.clone() })
 }
 

@@ -15,7 +15,7 @@ use crate::config;
 use crate::clock::Clock;
 use crate::engine::{Context, FitPool, RuleManager};
 use crate::exporter::{Exporter, Metrics, ProcessCollector, SnapshotCollector};
-use crate::http::{self, AppState, WebConfig};
+use crate::http::{self, AppState, ReloadError, WebConfig};
 use crate::source::PromClient;
 use crate::watch;
 
@@ -36,7 +36,7 @@ struct Daemon {
 
 impl Daemon {
     /// Validates everything first; only a fully valid configuration replaces the running one.
-    async fn reload(&mut self) -> Result<(), String> {
+    async fn reload(&mut self) -> Result<(), ReloadError> {
         let result = self.try_reload().await;
         self.metrics.reloaded(result.is_ok(), Clock::System.now());
         match &result {
@@ -46,10 +46,10 @@ impl Daemon {
         result
     }
 
-    async fn try_reload(&mut self) -> Result<(), String> {
-        let loaded = config::load(&self.config_file).map_err(|p| p.to_string())?;
+    async fn try_reload(&mut self) -> Result<(), ReloadError> {
+        let loaded = config::load(&self.config_file)?;
         // Rebuilt every time, so rotated token, password and certificate files are re-read.
-        let client = PromClient::new(&loaded.config.source).map_err(|e| e.to_string())?;
+        let client = PromClient::new(&loaded.config.source)?;
         *self.manager.context().source.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(client);
         self.rewatch(&loaded.config.rule_files);
         self.manager.update(loaded.groups).await;

@@ -15,17 +15,35 @@ pub struct Duration {
     text: String,
 }
 
+/// A duration that does not parse, or is zero.
+#[derive(Debug, thiserror::Error)]
+pub enum DurationError {
+    /// Not a duration.
+    #[error("invalid duration {text:?}: {cause}")]
+    Invalid {
+        /// What was given.
+        text: String,
+        /// humantime's reason.
+        cause: humantime::DurationError,
+    },
+    /// Zero.
+    #[error("duration {text:?} must be greater than zero")]
+    Zero {
+        /// What was given.
+        text: String,
+    },
+}
+
 impl Duration {
     /// Parses `text`; zero and negative durations are rejected.
     ///
     /// # Errors
-    /// Returns a message saying what is wrong with `text`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    /// What is wrong with `text`.
+    pub fn parse(text: &str) -> Result<Self, DurationError> {
         let trimmed = text.trim();
-        let value = humantime::parse_duration(trimmed)
-            .map_err(|err| format!("invalid duration {trimmed:?}: {err}"))?;
+        let value = humantime::parse_duration(trimmed).map_err(|cause| DurationError::Invalid { text: trimmed.to_string(), cause })?;
         if value.is_zero() {
-            return Err(format!("duration {trimmed:?} must be greater than zero"));
+            return Err(DurationError::Zero { text: trimmed.to_string() });
         }
         Ok(Self { value, text: trimmed.to_string() })
     }
@@ -92,8 +110,9 @@ mod tests {
 
     #[test]
     fn rejects_zero_and_garbage() {
-        assert!(Duration::parse("0s").unwrap_err().contains("greater than zero"));
-        assert!(Duration::parse("5 parsecs").unwrap_err().contains("invalid duration"));
+        assert!(matches!(Duration::parse("0s"), Err(DurationError::Zero { .. })));
+        assert!(Duration::parse("0s").unwrap_err().to_string().contains("greater than zero"));
+        assert!(Duration::parse("5 parsecs").unwrap_err().to_string().contains("invalid duration \"5 parsecs\""));
         assert!(Duration::parse("").is_err());
     }
 

@@ -15,12 +15,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use duration::Duration;
+pub use duration::{Duration, DurationError};
 pub use error::{Problem, Problems};
-pub use model::ModelSpec;
+pub use model::{ModelError, ModelSpec};
 pub use rules::{Anomaly, Channel, DetectorSpec, Direction, Forecast, GroupKey, Rule, RuleGroup, RuleKind};
 pub use schedule::{CronError, CronSchedule, Schedule};
-pub use source::{BasicAuth, Secret, SourceConfig, TlsConfig};
+pub use source::{BasicAuth, Secret, SecretError, SourceConfig, TlsConfig};
 
 
 /// The main configuration file.

@@ -5,6 +5,35 @@ use serde::Deserialize;
 
 use super::Duration;
 
+/// A model that does not fit its rule's step or history.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// MSTL without a season.
+    #[error("mstl needs at least one seasonality (use `ets` for none)")]
+    NoSeason,
+    /// Prophet in a build without it.
+    #[error("model prophet needs pulsewatch built with the `prophet` feature")]
+    NoProphet,
+    /// A season that is not whole steps.
+    #[error("season {season} must be a whole number (>= 2) of steps of {step}")]
+    Season {
+        /// The season.
+        season: Duration,
+        /// The rule's step.
+        step: Duration,
+    },
+    /// Too short a history for the model.
+    #[error("{model} needs a history of at least {needed}, got {got}")]
+    History {
+        /// The model type.
+        model: &'static str,
+        /// The shortest history it can fit.
+        needed: Duration,
+        /// The rule's history.
+        got: Duration,
+    },
+}
+
 /// The model of a rule, as written in YAML: `model: { type: mstl, seasonality: [1d] }`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -73,31 +102,23 @@ impl ModelSpec {
     /// Checks the model against the rule's step and history.
     ///
     /// # Errors
-    /// A message saying which setting does not fit.
-    pub fn validate(&self, step: &Duration, history: &Duration) -> Result<(), String> {
+    /// Which setting does not fit.
+    pub fn validate(&self, step: &Duration, history: &Duration) -> Result<(), ModelError> {
         let seasons: Vec<&Duration> = match self {
-            ModelSpec::Mstl { seasonality } if seasonality.is_empty() => {
-                return Err("mstl needs at least one seasonality (use `ets` for none)".into())
-            }
+            ModelSpec::Mstl { seasonality } if seasonality.is_empty() => return Err(ModelError::NoSeason),
             ModelSpec::Mstl { seasonality } => seasonality.iter().collect(),
             ModelSpec::SeasonalNaive { season } => vec![season],
-            ModelSpec::Prophet {} if !cfg!(feature = "prophet") => {
-                return Err("model prophet needs pulsewatch built with the `prophet` feature".into())
-            }
+            ModelSpec::Prophet {} if !cfg!(feature = "prophet") => return Err(ModelError::NoProphet),
             _ => Vec::new(),
         };
         for season in &seasons {
             if season.secs() % step.secs() != 0 || season.secs() / step.secs() < 2 {
-                return Err(format!("season {season} must be a whole number (>= 2) of steps of {step}"));
+                return Err(ModelError::Season { season: (*season).clone(), step: step.clone() });
             }
         }
         let needed = self.min_points(step) as i64 * step.secs();
         if history.secs() < needed {
-            return Err(format!(
-                "{} needs a history of at least {}, got {history}",
-                self.name(),
-                Duration::from_secs(needed as u64)
-            ));
+            return Err(ModelError::History { model: self.name(), needed: Duration::from_secs(needed as u64), got: history.clone() });
         }
         Ok(())
     }
@@ -115,14 +136,14 @@ mod tests {
     fn mstl_needs_two_seasons_of_history() {
         let spec = ModelSpec::Mstl { seasonality: vec![d("1d")] };
         assert!(spec.validate(&d("5m"), &d("2d")).is_ok());
-        let err = spec.validate(&d("5m"), &d("1d")).unwrap_err();
+        let err = spec.validate(&d("5m"), &d("1d")).unwrap_err().to_string();
         assert!(err.contains("at least 2d"), "{err}");
     }
 
     #[test]
     fn season_must_be_whole_steps() {
         let spec = ModelSpec::SeasonalNaive { season: d("7m") };
-        assert!(spec.validate(&d("5m"), &d("7d")).unwrap_err().contains("whole number"));
+        assert!(matches!(spec.validate(&d("5m"), &d("7d")), Err(ModelError::Season { .. })));
     }
 
     #[test]

@@ -382,8 +382,8 @@ fn validate_forecast(rule: RuleConfig, step: &Duration, defaults: &Defaults, err
     }
     let model = rule.model.unwrap_or_else(|| defaults.model.clone());
     if step.secs() >= 1 {
-        if let Err(msg) = model.validate(step, &history) {
-            errs.push(msg);
+        if let Err(err) = model.validate(step, &history) {
+            errs.push(err.to_string());
         }
     }
     let band = rule.band.unwrap_or(defaults.band);

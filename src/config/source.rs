@@ -79,20 +79,38 @@ pub struct Secret {
     pub env: Option<String>,
 }
 
+/// A secret that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The file could not be read.
+    #[error("reading secret file {}: {cause}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        cause: std::io::Error,
+    },
+    /// The variable is not set (or not Unicode).
+    #[error("environment variable {0} is not set")]
+    Env(String),
+    /// None or several of `value`, `file`, `env`.
+    #[error("a secret needs exactly one of `value`, `file` or `env`")]
+    Ambiguous,
+}
+
 impl Secret {
     /// Reads the secret from wherever it is configured.
     ///
     /// # Errors
     /// Names the file or variable that could not be read, or says the secret is ambiguous.
-    pub fn resolve(&self) -> Result<String, String> {
+    pub fn resolve(&self) -> Result<String, SecretError> {
         match (&self.value, &self.file, &self.env) {
             (Some(value), None, None) => Ok(value.clone()),
             (None, Some(file), None) => std::fs::read_to_string(file)
                 .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
-                .map_err(|err| format!("reading secret file {}: {err}", file.display())),
-            (None, None, Some(var)) => std::env::var(var)
-                .map_err(|_| format!("environment variable {var} is not set")),
-            _ => Err("a secret needs exactly one of `value`, `file` or `env`".to_string()),
+                .map_err(|cause| SecretError::File { path: file.clone(), cause }),
+            (None, None, Some(var)) => std::env::var(var).map_err(|_| SecretError::Env(var.clone())),
+            _ => Err(SecretError::Ambiguous),
         }
     }
 }
@@ -140,8 +158,8 @@ mod tests {
         let env = Secret { value: None, file: None, env: Some("PULSEWATCH_TEST_SECRET".into()) };
         assert_eq!(env.resolve().unwrap(), "y");
         let missing = Secret { value: None, file: None, env: Some("PULSEWATCH_UNSET_VAR".into()) };
-        assert!(missing.resolve().unwrap_err().contains("PULSEWATCH_UNSET_VAR"));
+        assert!(missing.resolve().unwrap_err().to_string().contains("PULSEWATCH_UNSET_VAR"));
         let both = Secret { value: Some("x".into()), file: None, env: Some("Y".into()) };
-        assert!(both.resolve().unwrap_err().contains("exactly one"));
+        assert!(matches!(both.resolve(), Err(SecretError::Ambiguous)));
     }
 }

@@ -17,10 +17,21 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::exporter::{self, Exporter, Format};
 
-pub use web_config::{serve, WebConfig};
+pub use web_config::{serve, WebConfig, WebConfigError};
 
 /// A reload request and where to send its outcome.
-pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
+pub type ReloadRequest = oneshot::Sender<Result<(), ReloadError>>;
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The config or a rule file has problems (every one, located).
+    #[error("{0}")]
+    Config(#[from] crate::config::Problems),
+    /// The source settings cannot make a client (a secret or certificate file, say).
+    #[error("{0}")]
+    Source(#[from] crate::source::Error),
+}
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -135,10 +146,11 @@ mod tests {
         let mut rx = rx.unwrap();
         tokio::spawn(async move {
             let reply = rx.recv().await.unwrap();
-            reply.send(Err("r.yaml:3:5: bad".into())).unwrap();
+            let problem = crate::config::Problem::file(std::path::Path::new("r.yaml"), "bad");
+            reply.send(Err(crate::config::Problems::one(problem).into())).unwrap();
         });
         let (status, _, body) = call(router(state), Request::post("/-/reload").body(Body::empty()).unwrap()).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert!(body.contains("r.yaml:3:5: bad"), "{body}");
+        assert!(body.contains("r.yaml: bad"), "{body}");
     }
 }

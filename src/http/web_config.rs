@@ -42,17 +42,46 @@ pub struct TlsServerConfig {
     pub key_file: PathBuf,
 }
 
+/// A web config file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum WebConfigError {
+    /// The file could not be read.
+    #[error("reading web config {}: {cause}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        cause: std::io::Error,
+    },
+    /// The YAML is invalid or has unknown keys.
+    #[error("{}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Where and what, from the YAML parser.
+        message: String,
+    },
+    /// A password that is not a bcrypt hash.
+    #[error("{}: basic_auth_users {user:?}: the password must be a bcrypt hash", path.display())]
+    NotBcrypt {
+        /// The file.
+        path: PathBuf,
+        /// The user.
+        user: String,
+    },
+}
+
 impl WebConfig {
     /// Reads and checks a web config file.
     ///
     /// # Errors
     /// What is wrong and where, e.g. an unknown key or a hash that is not bcrypt.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("reading web config {}: {e}", path.display()))?;
-        let mut config: WebConfig = serde_saphyr::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.without_snippet()))?;
+    pub fn load(path: &Path) -> Result<Self, WebConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|cause| WebConfigError::Read { path: path.to_path_buf(), cause })?;
+        let mut config: WebConfig = serde_saphyr::from_str(&text).map_err(|e| WebConfigError::Parse { path: path.to_path_buf(), message: e.without_snippet().to_string() })?;
         for (user, hash) in &config.basic_auth_users {
             if !hash.starts_with("$2") {
-                return Err(format!("{}: basic_auth_users {user:?}: the password must be a bcrypt hash", path.display()));
+                return Err(WebConfigError::NotBcrypt { path: path.to_path_buf(), user: user.clone() });
             }
         }
         if let Some(tls) = &mut config.tls_server_config {
@@ -127,9 +156,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("web.yml");
         std::fs::write(&path, "basic_auth_users: { a: plain }\n").unwrap();
-        assert!(WebConfig::load(&path).unwrap_err().contains("bcrypt"));
+        assert!(matches!(WebConfig::load(&path), Err(WebConfigError::NotBcrypt { .. })));
         std::fs::write(&path, "tls_config: {}\n").unwrap();
-        assert!(WebConfig::load(&path).unwrap_err().contains("tls_config"));
+        assert!(WebConfig::load(&path).unwrap_err().to_string().contains("tls_config"));
     }
 
     #[tokio::test]
