@@ -177,6 +177,64 @@ mod tests {
         key
     }
 
+    /// A fixed snapshot of every kind of output: a forecast rule with a horizon, an input label
+    /// that collides with ours and a static label; a detector rule; a rule that failed; a group
+    /// with missed runs. Own metrics as registered, with one observation each.
+    fn golden_registry() -> Registry {
+        use crate::config::{Anomaly, Channel, DetectorSpec, Rule, RuleKind};
+        use crate::exporter::{Metrics, Values};
+        let exporter = Exporter::default();
+        let key = GroupKey { file: "rules/node.yaml".into(), name: "node".into() };
+        let mut cpu = crate::config::rules::test_forecast_rule("cpu", "rate(cpu[5m])", ModelSpec::Linear {});
+        cpu.labels.insert("team".into(), "infra".into());
+        let temp = Rule {
+            name: "temp_ae".into(),
+            step: Duration::from_secs(300),
+            labels: Default::default(),
+            kind: RuleKind::Anomaly(Anomaly { channels: vec![Channel { name: "value".into(), expr: "temp".into() }], on: None, detector: DetectorSpec::Autoencoder { model_file: "m.onnx".into() } }),
+        };
+        let broken = crate::config::rules::test_forecast_rule("broken", "up", ModelSpec::Linear {});
+        let group = RuleGroup { key: key.clone(), schedule: Schedule::Interval(Duration::from_secs(60)), rules: vec![cpu.clone(), temp.clone(), broken.clone()] };
+        exporter.set_group(&group, 60.0, &[]);
+        exporter.count_missed(&key, 3);
+        let labels = |pairs: &[(&str, &str)]| -> Labels { pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
+        let point = Point { ts: 1_700_000_000, y: 0.75, yhat: 0.5, lower: 0.25, upper: 0.625, score: 2.0 };
+        let forecast = vec![("1h".to_string(), (0.5, 0.125, 0.875))];
+        let series = vec![
+            SeriesOutput::forecast(&labels(&[("__name__", "cpu"), ("instance", "b:9100")]), &cpu, point, forecast.clone()),
+            SeriesOutput::forecast(&labels(&[("instance", "a:9100"), ("rule", "input")]), &cpu, Point { score: 0.0, ..point }, forecast),
+        ];
+        let id = |rule: &Rule| RuleId { group: key.clone(), rule: rule.name.clone() };
+        exporter.record(&id(&cpu), 1_700_000_000.0, 0.25, Ok((series, 2, 2)), 300.0);
+        let reconstruction = SeriesOutput::new(&labels(&[("machine", "m1")]), &temp, Values::Reconstruction { ts: 1_700_000_000, score: 0.5, error: 1.5 });
+        exporter.record(&id(&temp), 1_700_000_000.0, 0.5, Ok((vec![reconstruction], 0, 1)), 600.0);
+        exporter.record(&id(&broken), 1_700_000_000.0, 0.125, Err("query: connection refused".into()), 300.0);
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        metrics.observe_evaluation(std::time::Duration::from_millis(250));
+        metrics.observe_fit(std::time::Duration::from_millis(40));
+        metrics.observe_query(std::time::Duration::from_millis(30), false);
+        metrics.reloaded(true, 1_699_999_000.0);
+        registry.register_collector(Box::new(SnapshotCollector { exporter, clock: Clock::Fixed(1_700_000_030.0) }));
+        registry
+    }
+
+    /// `/metrics` for the fixed snapshot, in both formats, byte for byte as in `tests/golden/`
+    /// (regenerate with `UPDATE_GOLDEN=1` and review the diff).
+    #[test]
+    fn golden_exposition() {
+        let registry = golden_registry();
+        for (format, file) in [(Format::Text, "metrics.prom"), (Format::OpenMetrics, "metrics.om.txt")] {
+            let body = encode(&registry, format).unwrap();
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(file);
+            if std::env::var_os("UPDATE_GOLDEN").is_some() {
+                std::fs::write(&path, &body).unwrap();
+            }
+            let golden = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
+            assert!(body == golden, "{file} differs from the golden file; diff it after UPDATE_GOLDEN=1:\n{body}");
+        }
+    }
+
     #[test]
     fn outputs_vanish_once_older_than_their_rules_staleness() {
         let exporter = Exporter::default();
