@@ -9,8 +9,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
-use pulsewatch::detector::Autoencoder;
 use pulsewatch::config::{Direction, Duration as PwDuration, GroupKey, Rule, RuleGroup, Schedule};
+use pulsewatch::detector::Autoencoder;
 use pulsewatch::exporter::{encode, Exporter, Format, RuleId, SeriesOutput, SnapshotCollector};
 use pulsewatch::models::{fit, ModelSpec, Point, SeriesModel};
 
@@ -95,12 +95,17 @@ fn bench_render() {
         .remove(0)
         .rules
         .remove(0);
-        let group = RuleGroup { key: GroupKey { file: "bench.yaml".into(), name: "g".into() }, schedule: Schedule::Interval(PwDuration::from_secs(60)), rules: vec![rule.clone()] };
+        let group = RuleGroup {
+            key: GroupKey { file: "bench.yaml".into(), name: "g".into() },
+            schedule: Schedule::Interval(PwDuration::from_secs(60)),
+            rules: vec![rule.clone()],
+        };
         exporter.set_group(&group, 60.0, &[]);
         let point = Point { ts: 0, y: 1.5, yhat: 1.25, lower: 0.5, upper: 2.0, score: 0.3333 };
         let outputs: Vec<SeriesOutput> = (0..n)
             .map(|i| {
-                let labels = BTreeMap::from([("instance".to_string(), format!("host-{i:06}:9100")), ("job".to_string(), "node".to_string())]);
+                let labels =
+                    BTreeMap::from([("instance".to_string(), format!("host-{i:06}:9100")), ("job".to_string(), "node".to_string())]);
                 SeriesOutput::forecast(&labels, &rule, point, vec![("1h".into(), (1.0, 0.5, 1.5))])
             })
             .collect();
@@ -109,20 +114,29 @@ fn bench_render() {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(SnapshotCollector::new(exporter)));
         let time = |format: Format| {
-            median((0..5).map(|_| {
-                let t = Instant::now();
-                black_box(encode(&registry, format).unwrap());
-                t.elapsed()
-            }).collect())
+            median(
+                (0..5)
+                    .map(|_| {
+                        let t = Instant::now();
+                        black_box(encode(&registry, format).unwrap());
+                        t.elapsed()
+                    })
+                    .collect(),
+            )
         };
         let samples = encode(&registry, Format::Text).unwrap().lines().filter(|l| l.starts_with("pulsewatch_")).count();
-        println!("| {n} | {samples} | {:.0} ms | {:.0} ms |", time(Format::Text).as_secs_f64() * 1e3, time(Format::OpenMetrics).as_secs_f64() * 1e3);
+        println!(
+            "| {n} | {samples} | {:.0} ms | {:.0} ms |",
+            time(Format::Text).as_secs_f64() * 1e3,
+            time(Format::OpenMetrics).as_secs_f64() * 1e3
+        );
     }
 }
 
 fn bench_autoencoders() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/autoencoder/data/machine_temperature_system_failure.csv");
-    let data: Vec<f64> = std::fs::read_to_string(path).unwrap().lines().skip(1).map(|l| l.split(',').nth(1).unwrap().parse().unwrap()).collect();
+    let data: Vec<f64> =
+        std::fs::read_to_string(path).unwrap().lines().skip(1).map(|l| l.split(',').nth(1).unwrap().parse().unwrap()).collect();
     println!("\n| model | load | one window per call (mean) | batches of 1,000 windows, per window (mean) |\n|---|---|---|---|");
     for kind in ["dense", "lstm"] {
         let file = format!("{}/examples/autoencoder/models/machine_temperature_{kind}.onnx", env!("CARGO_MANIFEST_DIR"));
@@ -150,7 +164,12 @@ fn bench_autoencoders() {
             black_box(model.reconstruction_errors(black_box(&windows)).unwrap());
         }
         let batched = t.elapsed().as_secs_f64() / (rounds * 1000) as f64;
-        println!("| {kind} (window {n}) | {:.1} ms | {:.1} µs | {:.1} µs |", median(loads).as_secs_f64() * 1e3, single * 1e6, batched * 1e6);
+        println!(
+            "| {kind} (window {n}) | {:.1} ms | {:.1} µs | {:.1} µs |",
+            median(loads).as_secs_f64() * 1e3,
+            single * 1e6,
+            batched * 1e6
+        );
     }
 }
 

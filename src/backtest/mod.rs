@@ -65,13 +65,19 @@ pub async fn run(rule: &Rule, recordings: Vec<Recording>, labels: Option<&nab::L
     for recording in &recordings {
         rules.push(Arc::new(replay::rule_for(rule, recording)?));
         if let Some(windows) = labels.and_then(|l| l.windows(&recording.key)) {
-            let unscored = nab::FileResult { key: recording.key.clone(), timestamps: recording.timestamps.clone(), scores: vec![0.0; recording.values.len()] };
+            let unscored = nab::FileResult {
+                key: recording.key.clone(),
+                timestamps: recording.timestamps.clone(),
+                scores: vec![0.0; recording.values.len()],
+            };
             WindowCounts::count(&unscored, windows, report::ALERT_THRESHOLD).with_context(|| format!("labels of {}", recording.key))?;
         }
     }
     let rows: usize = recordings.iter().map(|r| r.values.len()).sum();
     let bar = if options.progress { ProgressBar::new(rows as u64) } else { ProgressBar::hidden() };
-    bar.set_style(ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {pos}/{len} rows, eta {eta} {msg}").expect("static template"));
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {pos}/{len} rows, eta {eta} {msg}").expect("static template"),
+    );
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let pool = FitPool::new(cpus);
     let gate = Arc::new(tokio::sync::Semaphore::new(cpus));
@@ -93,9 +99,12 @@ pub async fn run(rule: &Rule, recordings: Vec<Recording>, labels: Option<&nab::L
 
     let windows_of = |t: &Trace| labels.and_then(|l| l.windows(&t.recording.key));
     let results: Vec<nab::FileResult> = replays.iter().map(|(t, _)| report::file_result(t)).collect();
-    let labelled: Vec<nab::FileResult> = replays.iter().zip(&results).filter(|((t, _), _)| windows_of(t).is_some()).map(|(_, r)| r.clone()).collect();
+    let labelled: Vec<nab::FileResult> =
+        replays.iter().zip(&results).filter(|((t, _), _)| windows_of(t).is_some()).map(|(_, r)| r.clone()).collect();
     let corpus = match labels {
-        Some(labels) if !labelled.is_empty() => Profile::ALL.iter().map(|p| nab::optimize(&labelled, labels, p)).collect::<Result<Vec<_>, _>>()?,
+        Some(labels) if !labelled.is_empty() => {
+            Profile::ALL.iter().map(|p| nab::optimize(&labelled, labels, p)).collect::<Result<Vec<_>, _>>()?
+        }
         _ => Vec::new(),
     };
 

@@ -53,7 +53,9 @@ pub fn draw(path: &Path, trace: &Trace, windows: &[Window], holdout: Option<&Hol
     for w in windows {
         let rows: Vec<usize> = (0..n).filter(|&i| w.start <= rec.timestamps[i] && rec.timestamps[i] <= w.end).collect();
         if let (Some(&a), Some(&b)) = (rows.first(), rows.last()) {
-            chart.draw_series(std::iter::once(Rectangle::new([(a as f64, lo), (b as f64 + 1.0, hi)], WINDOW.mix(0.5).filled()))).map_err(err)?;
+            chart
+                .draw_series(std::iter::once(Rectangle::new([(a as f64, lo), (b as f64 + 1.0, hi)], WINDOW.mix(0.5).filled())))
+                .map_err(err)?;
         }
     }
     // the band, one polygon per run of scored rows
@@ -66,9 +68,16 @@ pub fn draw(path: &Path, trace: &Trace, windows: &[Window], holdout: Option<&Hol
             None => {}
         }
     }
-    chart.draw_series(polygons.into_iter().map(|pts| Polygon::new(pts, BAND.mix(0.6).filled()))).map_err(err)?.label("band").legend(|(x, y)| Rectangle::new([(x, y - 4), (x + 16, y + 4)], BAND.filled()));
     chart
-        .draw_series(LineSeries::new(trace.points.iter().enumerate().filter_map(|(i, p)| p.map(|p| (i as f64, clip(p.yhat)))), BLUE.stroke_width(1)))
+        .draw_series(polygons.into_iter().map(|pts| Polygon::new(pts, BAND.mix(0.6).filled())))
+        .map_err(err)?
+        .label("band")
+        .legend(|(x, y)| Rectangle::new([(x, y - 4), (x + 16, y + 4)], BAND.filled()));
+    chart
+        .draw_series(LineSeries::new(
+            trace.points.iter().enumerate().filter_map(|(i, p)| p.map(|p| (i as f64, clip(p.yhat)))),
+            BLUE.stroke_width(1),
+        ))
         .map_err(err)?
         .label("yhat")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLUE));
@@ -79,7 +88,8 @@ pub fn draw(path: &Path, trace: &Trace, windows: &[Window], holdout: Option<&Hol
         .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLACK));
     if let Some(h) = holdout {
         let at = |k: usize| (h.first_row + k) as f64;
-        let run: Vec<(usize, f64, f64)> = (0..h.path.len()).map(|k| (h.first_row + k, clip(h.path.lower[k]), clip(h.path.upper[k]))).collect();
+        let run: Vec<(usize, f64, f64)> =
+            (0..h.path.len()).map(|k| (h.first_row + k, clip(h.path.lower[k]), clip(h.path.upper[k]))).collect();
         chart.draw_series(std::iter::once(Polygon::new(band_polygon(&run), FORECAST.mix(0.15).filled()))).map_err(err)?;
         chart
             .draw_series(LineSeries::new((0..h.path.len()).map(|k| (at(k), clip(h.path.point[k]))), FORECAST.stroke_width(2)))
@@ -88,11 +98,23 @@ pub fn draw(path: &Path, trace: &Trace, windows: &[Window], holdout: Option<&Hol
             .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], FORECAST.stroke_width(2)));
     }
     chart
-        .draw_series(trace.points.iter().enumerate().filter_map(|(i, p)| p.filter(|p| p.score >= 1.0).map(|p| Circle::new((i as f64, p.y), 3, RED.filled()))))
+        .draw_series(
+            trace
+                .points
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.filter(|p| p.score >= 1.0).map(|p| Circle::new((i as f64, p.y), 3, RED.filled()))),
+        )
         .map_err(err)?
         .label("score ≥ 1")
         .legend(|(x, y)| Circle::new((x + 8, y), 3, RED.filled()));
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::UpperLeft).draw().map_err(err)?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(err)?;
     root.present().map_err(err)
 }
 

@@ -59,7 +59,7 @@ pub enum ReplayError {
         /// Its step.
         step: Duration,
         /// What does not fit.
-        cause: ModelError,
+        cause: Box<ModelError>,
     },
 }
 
@@ -73,7 +73,11 @@ pub fn rule_for(rule: &Rule, recording: &Recording) -> Result<Rule, ReplayError>
         return Err(ReplayError::AnomalyRule(rule.name.clone()));
     };
     let step = Duration::from_secs(recording.step as u64);
-    forecast.model.validate(&step, &forecast.history).map_err(|cause| ReplayError::Model { key: recording.key.clone(), step: step.clone(), cause })?;
+    forecast.model.validate(&step, &forecast.history).map_err(|cause| ReplayError::Model {
+        key: recording.key.clone(),
+        step: step.clone(),
+        cause: Box::new(cause),
+    })?;
     Ok(Rule { step, ..rule.clone() })
 }
 
@@ -157,7 +161,8 @@ mod tests {
         let rule = rule_for(&rule_with(ModelSpec::Ets {}), &recording(vec![0.0])).unwrap();
         let a = run(&rule, recording(values.clone()), &FitPool::new(2), || {}).await;
         let b = run(&rule, recording(values), &FitPool::new(1), || {}).await;
-        let bits = |t: &Trace| t.points.iter().map(|p| p.map(|p| [p.yhat, p.lower, p.upper, p.score].map(f64::to_bits))).collect::<Vec<_>>();
+        let bits =
+            |t: &Trace| t.points.iter().map(|p| p.map(|p| [p.yhat, p.lower, p.upper, p.score].map(f64::to_bits))).collect::<Vec<_>>();
         assert!(a.points.iter().filter(|p| p.is_some()).count() > 300);
         assert_eq!(bits(&a), bits(&b));
     }

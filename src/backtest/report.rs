@@ -61,7 +61,12 @@ pub fn write_nab(path: &Path, trace: &Trace, windows: &[nab::Window]) -> Result<
     for (i, point) in trace.points.iter().enumerate() {
         let t = trace.recording.timestamps[i];
         let label = u8::from(windows.iter().any(|w| w.start <= t && t <= w.end));
-        w.write_record([timestamp(trace, i), trace.recording.values[i].to_string(), nab_score(point.map(|p| p.score)).to_string(), label.to_string()])?;
+        w.write_record([
+            timestamp(trace, i),
+            trace.recording.values[i].to_string(),
+            nab_score(point.map(|p| p.score)).to_string(),
+            label.to_string(),
+        ])?;
     }
     w.flush()?;
     Ok(())

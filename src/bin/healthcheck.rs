@@ -27,21 +27,14 @@ fn check(address: &str, path: &str) -> Result<(), String> {
         .map_err(|err| format!("resolving {address}: {err}"))?
         .next()
         .ok_or_else(|| format!("resolving {address}: no address"))?;
-    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)
-        .map_err(|err| format!("connecting to {addr}: {err}"))?;
-    stream
-        .set_read_timeout(Some(TIMEOUT))
-        .map_err(|err| err.to_string())?;
-    stream
-        .set_write_timeout(Some(TIMEOUT))
-        .map_err(|err| err.to_string())?;
+    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|err| format!("connecting to {addr}: {err}"))?;
+    stream.set_read_timeout(Some(TIMEOUT)).map_err(|err| err.to_string())?;
+    stream.set_write_timeout(Some(TIMEOUT)).map_err(|err| err.to_string())?;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: pulsewatch-healthcheck\r\n\
          Connection: close\r\n\r\n"
     );
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|err| format!("sending to {addr}: {err}"))?;
+    stream.write_all(request.as_bytes()).map_err(|err| format!("sending to {addr}: {err}"))?;
     // Only the status line matters: "HTTP/1.1 200 OK".
     let mut head = Vec::with_capacity(64);
     let mut buf = [0u8; 64];
@@ -63,10 +56,8 @@ fn check(address: &str, path: &str) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
-    let address = args
-        .next()
-        .or_else(|| std::env::var("PULSEWATCH_HEALTHCHECK_ADDRESS").ok())
-        .unwrap_or_else(|| "127.0.0.1:9464".to_string());
+    let address =
+        args.next().or_else(|| std::env::var("PULSEWATCH_HEALTHCHECK_ADDRESS").ok()).unwrap_or_else(|| "127.0.0.1:9464".to_string());
     let path = args.next().unwrap_or_else(|| "/-/healthy".to_string());
     match check(&address, &path) {
         Ok(()) => ExitCode::SUCCESS,

@@ -115,7 +115,8 @@ async fn inputs(args: &BacktestArgs, expr: &str, step: i64) -> anyhow::Result<(V
         let (start, end) = (parse_time(start)?, parse_time(end)?);
         let source_config = SourceConfig::for_url(url);
         let client = PromClient::new(&source_config)?;
-        let series = client.query_range(expr, start - start.rem_euclid(step), end, step).await.with_context(|| format!("querying {url}"))?;
+        let series =
+            client.query_range(expr, start - start.rem_euclid(step), end, step).await.with_context(|| format!("querying {url}"))?;
         if series.is_empty() {
             bail!("{url} returned no series for {expr} between {start} and {end}");
         }

@@ -45,7 +45,11 @@ pub(super) fn rules(files: &[PathBuf]) -> u8 {
         let result = config::rules::load_file(file, &defaults).and_then(count_rules);
         ok &= report(file, result, "rules");
     }
-    if ok { EXIT_OK } else { EXIT_FAILURE }
+    if ok {
+        EXIT_OK
+    } else {
+        EXIT_FAILURE
+    }
 }
 
 /// Checks a config file (its source settings included) and every rule file it names;
@@ -71,5 +75,9 @@ pub(super) fn config(file: &Path) -> u8 {
             all_ok = false;
         }
     }
-    if all_ok { EXIT_OK } else { EXIT_FAILURE }
+    if all_ok {
+        EXIT_OK
+    } else {
+        EXIT_FAILURE
+    }
 }

@@ -54,7 +54,9 @@ pub struct ExportWindowsArgs {
 /// Writes the windows; returns the exit code.
 pub(super) fn export_windows(args: &ExportWindowsArgs) -> anyhow::Result<u8> {
     let rule = pick_rule(Some(&args.rules), args.rule.as_deref())?;
-    let RuleKind::Anomaly(anomaly) = &rule.kind else { bail!("rule {:?} is a forecast rule; export-windows writes the windows of `anomaly:` rules", rule.name) };
+    let RuleKind::Anomaly(anomaly) = &rule.kind else {
+        bail!("rule {:?} is a forecast rule; export-windows writes the windows of `anomaly:` rules", rule.name)
+    };
     let n = match args.window {
         Some(0) => bail!("--window must be at least 1"),
         Some(n) => n,
@@ -128,7 +130,8 @@ fn from_csv(files: &[PathBuf], rule: &Rule, anomaly: &Anomaly, start: Option<i64
             bail!("{}: its samples are {}s apart, the rule's step is {}", path.display(), recording.step, rule.step);
         }
         let Series { labels, samples } = recording.series();
-        let samples: Vec<(i64, f64)> = samples.into_iter().filter(|(ts, _)| start.is_none_or(|s| *ts >= s) && end.is_none_or(|e| *ts <= e)).collect();
+        let samples: Vec<(i64, f64)> =
+            samples.into_iter().filter(|(ts, _)| start.is_none_or(|s| *ts >= s) && end.is_none_or(|e| *ts <= e)).collect();
         let Some(&(first, _)) = samples.first() else { continue };
         let len = samples.len();
         joined.push((labels, vec![samples], first, len));

@@ -144,6 +144,8 @@ fn init_logging(level: LogLevel, format: LogFormat) {
     let builder = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_ansi(false);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Logfmt => builder.event_format(tracing_logfmt::EventsFormatter::default()).fmt_fields(tracing_logfmt::FieldsFormatter::default()).init(),
+        LogFormat::Logfmt => {
+            builder.event_format(tracing_logfmt::EventsFormatter::default()).fmt_fields(tracing_logfmt::FieldsFormatter::default()).init()
+        }
     }
 }

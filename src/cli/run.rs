@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Cli;
-use crate::config;
 use crate::clock::Clock;
+use crate::config;
 use crate::engine::{Context, FitPool, RuleManager};
 use crate::exporter::{Exporter, Metrics, ProcessCollector, SnapshotCollector};
 use crate::http::{self, AppState, ReloadError, WebConfig};
@@ -41,7 +41,9 @@ impl Daemon {
         self.metrics.reloaded(result.is_ok(), Clock::System.now());
         match &result {
             Ok(()) => tracing::info!(file = %self.config_file.display(), "configuration reloaded"),
-            Err(err) => tracing::error!(file = %self.config_file.display(), error = %err, "reload failed, keeping the running configuration"),
+            Err(err) => {
+                tracing::error!(file = %self.config_file.display(), error = %err, "reload failed, keeping the running configuration")
+            }
         }
         result
     }
@@ -106,12 +108,8 @@ pub(super) async fn daemon(cli: Cli) -> anyhow::Result<()> {
 
     let (reload_tx, mut reload_rx) = mpsc::channel::<http::ReloadRequest>(4);
     let ready = Arc::new(AtomicBool::new(true));
-    let state = AppState {
-        registry: Arc::new(registry),
-        exporter,
-        reload: cli.enable_lifecycle.then_some(reload_tx),
-        ready: ready.clone(),
-    };
+    let state =
+        AppState { registry: Arc::new(registry), exporter, reload: cli.enable_lifecycle.then_some(reload_tx), ready: ready.clone() };
     let local = listener.local_addr()?;
     let http_token = root.child_token();
     let server = tokio::spawn(http::serve(http::router(state), listener, web, http_token.clone()));
@@ -188,7 +186,11 @@ mod tests {
         let config_file = dir.path().join("pulsewatch.yml");
         std::fs::write(dir.path().join("token"), "first\n").unwrap();
         let token = dir.path().join("token").display().to_string();
-        std::fs::write(&config_file, format!("source: {{ url: '{url}', retries: 0, bearer_token: {{ file: '{token}' }} }}\nrule_files: []\n")).unwrap();
+        std::fs::write(
+            &config_file,
+            format!("source: {{ url: '{url}', retries: 0, bearer_token: {{ file: '{token}' }} }}\nrule_files: []\n"),
+        )
+        .unwrap();
         let loaded = config::load(&config_file).unwrap();
         let metrics = Metrics::register(&mut Registry::default());
         let ctx = Arc::new(Context {
@@ -200,7 +202,8 @@ mod tests {
             clock: Clock::System,
         });
         let (watch_tx, _watch_rx) = mpsc::channel(1);
-        let mut daemon = Daemon { config_file, manager: RuleManager::new(ctx.clone(), CancellationToken::new()), metrics, watch_tx, watch: None };
+        let mut daemon =
+            Daemon { config_file, manager: RuleManager::new(ctx.clone(), CancellationToken::new()), metrics, watch_tx, watch: None };
         let query = || async {
             let source = ctx.source.read().unwrap().clone();
             source.query_range("up", 0, 60, 60).await.unwrap();

@@ -22,7 +22,6 @@ pub use rules::{Anomaly, Channel, DetectorSpec, Direction, Forecast, GroupKey, R
 pub use schedule::{CronError, CronSchedule, Schedule};
 pub use source::{BasicAuth, Secret, SecretError, SourceConfig, TlsConfig};
 
-
 /// The main configuration file.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,10 +89,8 @@ pub struct Loaded {
 /// # Errors
 /// Every problem with the file, located.
 pub fn load_config(path: &Path) -> Result<Config, Problems> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| Problems::one(Problem::file(path, format!("reading config file: {err}"))))?;
-    let config: Config = serde_saphyr::from_str(&text)
-        .map_err(|err| Problems::one(Problem::yaml(path, &err)))?;
+    let text = std::fs::read_to_string(path).map_err(|err| Problems::one(Problem::file(path, format!("reading config file: {err}"))))?;
+    let config: Config = serde_saphyr::from_str(&text).map_err(|err| Problems::one(Problem::yaml(path, &err)))?;
     let mut problems = Problems::default();
     let here = |msg: String| Problem::file(path, msg);
     if !(config.global.band > 0.0 && config.global.band < 1.0) {
@@ -140,7 +137,16 @@ pub fn load_rule_files(files: &[PathBuf], defaults: &Defaults) -> Result<Vec<Rul
         for rule in &group.rules {
             if let Some(first) = seen.insert(&rule.name, &group.key) {
                 if first != &group.key {
-                    problems.push(Problem::file(&group.key.file, format!("group {:?}: rule name {:?} is already used in group {:?} of {}", group.key.name, rule.name, first.name, first.file.display())));
+                    problems.push(Problem::file(
+                        &group.key.file,
+                        format!(
+                            "group {:?}: rule name {:?} is already used in group {:?} of {}",
+                            group.key.name,
+                            rule.name,
+                            first.name,
+                            first.file.display()
+                        ),
+                    ));
                 }
             }
         }
@@ -154,11 +160,7 @@ pub fn expand_rule_files(config_path: &Path, patterns: &[String]) -> Result<Vec<
     let mut files = Vec::new();
     let mut problems = Problems::default();
     for pattern in patterns {
-        let full = if Path::new(pattern).is_absolute() {
-            PathBuf::from(pattern)
-        } else {
-            base.join(pattern)
-        };
+        let full = if Path::new(pattern).is_absolute() { PathBuf::from(pattern) } else { base.join(pattern) };
         // Hidden entries are never rule files; Kubernetes keeps ConfigMap copies in `..data/`.
         let options = glob::MatchOptions { require_literal_leading_dot: true, ..Default::default() };
         match glob::glob_with(&full.to_string_lossy(), options) {

@@ -243,9 +243,7 @@ impl Rule {
 /// # Errors
 /// All problems in the file, each with its location.
 pub fn load_file(path: &Path, defaults: &Defaults) -> Result<Vec<RuleGroup>, Problems> {
-    let text = std::fs::read_to_string(path).map_err(|err| {
-        Problems::one(Problem::file(path, format!("reading rule file: {err}")))
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|err| Problems::one(Problem::file(path, format!("reading rule file: {err}"))))?;
     parse(path, &text, defaults)
 }
 
@@ -254,8 +252,7 @@ pub fn load_file(path: &Path, defaults: &Defaults) -> Result<Vec<RuleGroup>, Pro
 /// # Errors
 /// All problems in the text, each with its location.
 pub fn parse(path: &Path, text: &str, defaults: &Defaults) -> Result<Vec<RuleGroup>, Problems> {
-    let file: RuleFileConfig = serde_saphyr::from_str(text)
-        .map_err(|err| Problems::one(Problem::yaml(path, &err)))?;
+    let file: RuleFileConfig = serde_saphyr::from_str(text).map_err(|err| Problems::one(Problem::yaml(path, &err)))?;
     let base = path.parent().unwrap_or(Path::new(""));
     let mut problems = Problems::default();
     let mut groups = Vec::new();
@@ -276,7 +273,7 @@ pub fn parse(path: &Path, text: &str, defaults: &Defaults) -> Result<Vec<RuleGro
                 None
             }
             (None, Some(cron)) => match CronSchedule::parse(&cron) {
-                Ok(cron) => Some(Schedule::Cron(cron)),
+                Ok(cron) => Some(Schedule::Cron(Box::new(cron))),
                 Err(err) => {
                     problems.push(at(line).msg(err.to_string()));
                     None
@@ -302,11 +299,7 @@ pub fn parse(path: &Path, text: &str, defaults: &Defaults) -> Result<Vec<RuleGro
             }
         }
         if let Some(schedule) = schedule {
-            groups.push(RuleGroup {
-                key: GroupKey { file: path.to_path_buf(), name },
-                schedule,
-                rules,
-            });
+            groups.push(RuleGroup { key: GroupKey { file: path.to_path_buf(), name }, schedule, rules });
         }
     }
     problems.into_result(groups)
@@ -504,8 +497,7 @@ pub(crate) fn test_forecast_rule(name: &str, expr: &str, model: ModelSpec) -> Ru
 /// Prometheus label-name syntax: `[a-zA-Z_][a-zA-Z0-9_]*`.
 pub(crate) fn is_valid_label_name(name: &str) -> bool {
     let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]
@@ -587,7 +579,13 @@ groups:
         let err = load("groups:\n  - name: g\n    interval: 1m\n    cron: \"*/5 * * * *\"\n    rules: []\n").unwrap_err();
         let lines: Vec<String> = err.iter().map(|p| p.to_string()).collect();
         assert_eq!(lines.len(), 1, "{lines:?}");
-        assert!(lines[0].starts_with("r.yaml:2:") && lines[0].contains("group \"g\"") && lines[0].contains("set either interval or cron, not both"), "{}", lines[0]);
+        assert!(
+            lines[0].starts_with("r.yaml:2:")
+                && lines[0].contains("group \"g\"")
+                && lines[0].contains("set either interval or cron, not both"),
+            "{}",
+            lines[0]
+        );
     }
 
     #[test]
@@ -617,7 +615,11 @@ groups:
         .unwrap_err();
         let lines: Vec<String> = err.iter().map(|p| p.to_string()).collect();
         assert_eq!(lines.len(), 4, "{lines:#?}");
-        assert!(lines[0].starts_with("r.yaml:4:") && lines[0].contains(r#"group "g", rule 1, "bad_expr": could not parse expression"#), "{}", lines[0]);
+        assert!(
+            lines[0].starts_with("r.yaml:4:") && lines[0].contains(r#"group "g", rule 1, "bad_expr": could not parse expression"#),
+            "{}",
+            lines[0]
+        );
         assert!(lines[1].starts_with("r.yaml:6:") && lines[1].contains("rule 2, \"bad_band\": band 1.5"), "{}", lines[1]);
         assert!(lines.iter().any(|l| l.starts_with("r.yaml:9:") && l.contains("not unique")), "{lines:#?}");
         assert!(lines.iter().any(|l| l.contains("invalid cron")), "{lines:#?}");
@@ -625,7 +627,8 @@ groups:
 
     #[test]
     fn rejects_reserved_and_invalid_labels() {
-        let err = load("groups:\n  - name: g\n    rules:\n      - forecast: a\n        expr: up\n        labels: { rule: x, 1bad: y }\n").unwrap_err();
+        let err = load("groups:\n  - name: g\n    rules:\n      - forecast: a\n        expr: up\n        labels: { rule: x, 1bad: y }\n")
+            .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("\"rule\" is set by pulsewatch"), "{text}");
         assert!(text.contains("invalid label name \"1bad\""), "{text}");
@@ -715,7 +718,9 @@ groups:
         assert!(err.contains(r#"rule 4, "d": `detector` applies to `anomaly` rules only"#), "{err}");
         assert!(err.contains(r#"rule 5, "e": `on` must list at least one label"#), "{err}");
         // an unknown detector type is a YAML error, with its line
-        let err = load("groups:\n  - name: g\n    rules:\n      - anomaly: e\n        expr: up\n        detector: { type: zscore }\n").unwrap_err().to_string();
+        let err = load("groups:\n  - name: g\n    rules:\n      - anomaly: e\n        expr: up\n        detector: { type: zscore }\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("r.yaml:6") && err.contains("zscore"), "{err}");
     }
 

@@ -15,7 +15,7 @@ pub enum Schedule {
     /// Every `interval`, at a phase derived from the group key.
     Interval(Duration),
     /// On a cron expression (5 fields, or 6 with seconds), in UTC.
-    Cron(CronSchedule),
+    Cron(Box<CronSchedule>),
 }
 
 impl Schedule {
@@ -113,7 +113,7 @@ mod tests {
         let now = Utc::now();
         assert_eq!(cron("*/5 * * * *").longest_gap(now), Some(300.0));
         assert_eq!(cron("*/10 * * * * *").longest_gap(now), Some(10.0));
-        assert_eq!(Schedule::Cron(cron("0 * * * *")).period_secs(), 3600.0);
+        assert_eq!(Schedule::Cron(Box::new(cron("0 * * * *"))).period_secs(), 3600.0);
         assert_eq!(cron("0 9 * * 1-5").longest_gap(now), Some(3.0 * 86400.0), "the weekend gap");
         // frequent runs in office hours: the gap is the weekend, not five minutes
         let gap = cron("*/5 9-17 * * 1-5").longest_gap(now).unwrap();
@@ -134,11 +134,11 @@ mod tests {
             (300.0, every(150), 300.0),
             (300.0, every(151), 302.0),
             (300.0, every(3600), 7200.0),
-            (300.0, Schedule::Cron(cron("*/5 * * * *")), 600.0),
-            (60.0, Schedule::Cron(cron("*/10 * * * * *")), 60.0),
-            (300.0, Schedule::Cron(cron("0 * * * *")), 7200.0),
+            (300.0, Schedule::Cron(Box::new(cron("*/5 * * * *"))), 600.0),
+            (60.0, Schedule::Cron(Box::new(cron("*/10 * * * * *"))), 60.0),
+            (300.0, Schedule::Cron(Box::new(cron("0 * * * *"))), 7200.0),
             // weekdays at 9: the weekend gap, three days, twice
-            (300.0, Schedule::Cron(cron("0 9 * * 1-5")), 6.0 * 86400.0),
+            (300.0, Schedule::Cron(Box::new(cron("0 9 * * 1-5"))), 6.0 * 86400.0),
         ];
         for (staleness, schedule, expected) in cases {
             assert_eq!(schedule.stale_after(staleness), expected, "{staleness} s, {schedule:?}");

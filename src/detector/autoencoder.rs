@@ -118,7 +118,11 @@ impl Autoencoder {
     /// Checks the graph's inputs and outputs against the metadata, and optimises it.
     fn from_typed(typed: TypedModel, metadata: Metadata) -> Result<Self, String> {
         if typed.inputs.len() != 1 || typed.outputs.len() != 1 {
-            return Err(format!("the model has {} inputs and {} outputs; an autoencoder has one of each", typed.inputs.len(), typed.outputs.len()));
+            return Err(format!(
+                "the model has {} inputs and {} outputs; an autoencoder has one of each",
+                typed.inputs.len(),
+                typed.outputs.len()
+            ));
         }
         let fact = |fact: TractResult<&TypedFact>| fact.cloned().map_err(|err| format!("{err:#}"));
         let (input_fact, output_fact) = (fact(typed.input_fact(0))?, fact(typed.output_fact(0))?);
@@ -133,14 +137,20 @@ impl Autoencoder {
         let fixed = |d: &TDim| d.to_i64().ok().filter(|n| *n > 0).map(|n| n as usize);
         let (window, channels) = match input.as_slice() {
             [_, n, c] => match (fixed(n), fixed(c)) {
-                (Some(n), Some(_)) if n > MAX_WINDOW => return Err(format!("input shape [{}]: a window of {n} samples is more than {MAX_WINDOW}", dims(&input))),
+                (Some(n), Some(_)) if n > MAX_WINDOW => {
+                    return Err(format!("input shape [{}]: a window of {n} samples is more than {MAX_WINDOW}", dims(&input)))
+                }
                 (Some(n), Some(c)) => (n, c),
                 _ => return Err(format!("input shape [{}]: window and channels must be fixed sizes", dims(&input))),
             },
             _ => return Err(format!("input shape [{}]: expected [batch, window, channels]", dims(&input))),
         };
         if output != input {
-            return Err(format!("output shape [{}] differs from input shape [{}]; an autoencoder reconstructs its input", dims(&output), dims(&input)));
+            return Err(format!(
+                "output shape [{}] differs from input shape [{}]; an autoencoder reconstructs its input",
+                dims(&output),
+                dims(&input)
+            ));
         }
         let batched = match fixed(&input[0]) {
             None => true,
@@ -148,12 +158,13 @@ impl Autoencoder {
             Some(n) => return Err(format!("input shape [{}]: the batch dimension must be symbolic or 1, not {n}", dims(&input))),
         };
         if metadata.channels.len() != channels {
-            return Err(format!("input shape [{}] has {channels} channels but the metadata describes {}", dims(&input), metadata.channels.len()));
+            return Err(format!(
+                "input shape [{}] has {channels} channels but the metadata describes {}",
+                dims(&input),
+                metadata.channels.len()
+            ));
         }
-        let plan = typed
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(|err| format!("optimising the model: {err:#}"))?;
+        let plan = typed.into_optimized().and_then(|m| m.into_runnable()).map_err(|err| format!("optimising the model: {err:#}"))?;
         Ok(Self {
             plan,
             window,
@@ -195,7 +206,9 @@ impl Autoencoder {
         let ours: Vec<&str> = channels.iter().map(|c| c.name.as_str()).collect();
         let model: Vec<&str> = self.channels.iter().map(|c| c.name.as_str()).collect();
         if ours != model {
-            return Err(LoadCause::Rule(format!("the rule's channels {ours:?} are not the model's channels {model:?} (same names, same order)")));
+            return Err(LoadCause::Rule(format!(
+                "the rule's channels {ours:?} are not the model's channels {model:?} (same names, same order)"
+            )));
         }
         match self.step_seconds {
             Some(trained) if trained != step.secs() => Err(LoadCause::Rule(format!(
@@ -241,9 +254,12 @@ impl Autoencoder {
             if reconstruction.len() != chunk.len() {
                 return Err(ScoreError::Run(format!("the model returned {} values for {} inputs", reconstruction.len(), chunk.len())));
             }
-            errors.extend(chunk.chunks(size).zip(reconstruction.chunks(size)).map(|(x, r)| {
-                x.iter().zip(r).map(|(x, r)| f64::from(x - r).powi(2)).sum::<f64>() / size as f64
-            }));
+            errors.extend(
+                chunk
+                    .chunks(size)
+                    .zip(reconstruction.chunks(size))
+                    .map(|(x, r)| x.iter().zip(r).map(|(x, r)| f64::from(x - r).powi(2)).sum::<f64>() / size as f64),
+            );
         }
         Ok(errors)
     }

@@ -126,7 +126,10 @@ mod tests {
 
     #[test]
     fn joins_channels_on_labels_or_on_a_subset() {
-        let cpu = vec![series(&[("__name__", "cpu"), ("instance", "a")], &[(0, 1.0)]), series(&[("__name__", "cpu"), ("instance", "b")], &[(0, 2.0)])];
+        let cpu = vec![
+            series(&[("__name__", "cpu"), ("instance", "a")], &[(0, 1.0)]),
+            series(&[("__name__", "cpu"), ("instance", "b")], &[(0, 2.0)]),
+        ];
         let mem = vec![series(&[("__name__", "mem"), ("instance", "a")], &[(0, 10.0)])];
         let joined = join(vec![("cpu", cpu.clone()), ("mem", mem.clone())], None).unwrap();
         let key = |i: &str| -> Labels { [("instance".to_string(), i.to_string())].into() };

@@ -32,7 +32,8 @@ impl Fingerprint {
     /// The fingerprint of the detector's file; a detector without one has a single version.
     fn of(path: Option<&Path>) -> Result<Option<Self>, LoadError> {
         let Some(path) = path else { return Ok(None) };
-        let meta = std::fs::metadata(path).map_err(|err| LoadError { path: path.to_path_buf(), cause: LoadCause::Read(err.to_string()) })?;
+        let meta =
+            std::fs::metadata(path).map_err(|err| LoadError { path: path.to_path_buf(), cause: LoadCause::Read(err.to_string()) })?;
         Ok(Some(Self {
             len: meta.len(),
             modified: meta.modified().ok(),
@@ -45,11 +46,14 @@ impl Fingerprint {
     }
 }
 
+/// What loading a detector gave.
+type Loaded = Result<Arc<dyn Detector>, LoadError>;
+
 /// The detector of one rule, and the version of the file it came from.
 #[derive(Debug, Default)]
 pub struct DetectorState {
     /// The file's fingerprint when last loaded, and what loading it gave.
-    loaded: Option<(Option<Fingerprint>, Result<Arc<dyn Detector>, LoadError>)>,
+    loaded: Option<(Option<Fingerprint>, Loaded)>,
     /// Loads attempted, successful or not.
     loads: u64,
     series: usize,
@@ -121,7 +125,9 @@ impl DetectorState {
             vec![]
         } else {
             let scorer = detector.clone();
-            tokio::task::spawn_blocking(move || scorer.score(&values)).await.unwrap_or_else(|panic| Err(ScoreError::Panicked(panic.to_string())))?
+            tokio::task::spawn_blocking(move || scorer.score(&values))
+                .await
+                .unwrap_or_else(|panic| Err(ScoreError::Panicked(panic.to_string())))?
         };
         for (key, detector::Score { score, raw }) in keys.iter().zip(scores) {
             if !(score.is_finite() && raw.is_finite()) {
@@ -192,7 +198,12 @@ mod tests {
             on: None,
             detector: DetectorSpec::Autoencoder { model_file: model_file.to_path_buf() },
         };
-        let rule = Rule { name: "ae".into(), step: crate::config::Duration::from_secs(60), labels: Default::default(), kind: RuleKind::Anomaly(anomaly.clone()) };
+        let rule = Rule {
+            name: "ae".into(),
+            step: crate::config::Duration::from_secs(60),
+            labels: Default::default(),
+            kind: RuleKind::Anomaly(anomaly.clone()),
+        };
         (rule, anomaly)
     }
 
@@ -213,13 +224,20 @@ mod tests {
         // b has no mem (channel "b" of the model): not scored, and said so
         let labels = |i: &str| vec![("instance".to_string(), i.to_string()), ("rule".to_string(), "ae".to_string())];
         let got: Vec<_> = outcome.series.iter().map(|o| (o.labels.clone(), o.values.clone())).collect();
-        assert_eq!(got, vec![
-            (labels("a"), Values::Reconstruction { ts: 6_000_000, score: 1.0, error: 2.0 }),
-            (labels("c"), Values::Reconstruction { ts: 6_000_000, score: 0.25, error: 0.5 }),
-        ]);
+        assert_eq!(
+            got,
+            vec![
+                (labels("a"), Values::Reconstruction { ts: 6_000_000, score: 1.0, error: 2.0 }),
+                (labels("c"), Values::Reconstruction { ts: 6_000_000, score: 0.25, error: 0.5 }),
+            ]
+        );
         assert_eq!(state.series_count(), 2);
         assert_eq!(outcome.warnings.len(), 1);
-        assert!(outcome.warnings[0].starts_with(r#"1 series lack a channel and are not scored, e.g. {instance="b"} has no "b""#), "{:?}", outcome.warnings);
+        assert!(
+            outcome.warnings[0].starts_with(r#"1 series lack a channel and are not scored, e.g. {instance="b"} has no "b""#),
+            "{:?}",
+            outcome.warnings
+        );
     }
 
     #[tokio::test]

@@ -89,11 +89,8 @@ impl ForecastState {
         for l in labels {
             let model = &self.series[l];
             let Some(point) = model.last_point() else { continue };
-            let forecasts = forecast
-                .horizons
-                .iter()
-                .filter_map(|h| model.predict(point.ts + h.secs()).map(|f| (h.to_string(), f)))
-                .collect();
+            let forecasts =
+                forecast.horizons.iter().filter_map(|h| model.predict(point.ts + h.secs()).map(|f| (h.to_string(), f))).collect();
             outcome.series.push(SeriesOutput::forecast(l, rule, point, forecasts));
         }
         Ok(outcome)
@@ -101,7 +98,14 @@ impl ForecastState {
 
     /// Fits every series that is due, in parallel on the blocking pool; the outcome counts the
     /// fits and says which failed.
-    async fn refit_due(&mut self, rule: &Rule, forecast: &Forecast, pending: &HashMap<Labels, Vec<(i64, f64)>>, ctx: &EvalContext<'_>, end: i64) -> Outcome {
+    async fn refit_due(
+        &mut self,
+        rule: &Rule,
+        forecast: &Forecast,
+        pending: &HashMap<Labels, Vec<(i64, f64)>>,
+        ctx: &EvalContext<'_>,
+        end: i64,
+    ) -> Outcome {
         let mut outcome = Outcome::default();
         let min_points = forecast.model.min_points(&rule.step);
         let step = rule.step.secs();
@@ -183,12 +187,22 @@ mod tests {
     }
 
     impl Source for FakeSource {
-        fn query_range<'a>(&'a self, _: &'a str, start: i64, end: i64, step: i64) -> futures::future::BoxFuture<'a, Result<Vec<Series>, source::Error>> {
+        fn query_range<'a>(
+            &'a self,
+            _: &'a str,
+            start: i64,
+            end: i64,
+            step: i64,
+        ) -> futures::future::BoxFuture<'a, Result<Vec<Series>, source::Error>> {
             self.queries.lock().unwrap().push((start, end));
             let a_until = *self.a_until.lock().unwrap();
             let make = |name: &str, from: i64, until: i64| Series {
                 labels: Labels::from([("__name__".into(), "m".into()), ("s".into(), name.into())]),
-                samples: (start..=end).step_by(step as usize).filter(|t| *t >= from && *t <= until).map(|t| (t, t as f64 / 60.0 + ((t / 60) % 3) as f64)).collect(),
+                samples: (start..=end)
+                    .step_by(step as usize)
+                    .filter(|t| *t >= from && *t <= until)
+                    .map(|t| (t, t as f64 / 60.0 + ((t / 60) % 3) as f64))
+                    .collect(),
             };
             let mut out = vec![make("a", i64::MIN, a_until)];
             if end >= self.b_from {
@@ -217,7 +231,14 @@ mod tests {
         let forecast = rule.forecast().unwrap();
         macro_rules! eval {
             ($now:expr) => {
-                state.evaluate(&rule, forecast, &EvalContext { source: &source, metrics: Some(&metrics), pool: &pool, now: $now, stale_secs: 600 }).await.unwrap()
+                state
+                    .evaluate(
+                        &rule,
+                        forecast,
+                        &EvalContext { source: &source, metrics: Some(&metrics), pool: &pool, now: $now, stale_secs: 600 },
+                    )
+                    .await
+                    .unwrap()
             };
         }
         let first = eval!(t0 + 30);

@@ -87,27 +87,25 @@ pub(crate) async fn run(
                 slot += period * (skipped + 1);
             }
         }
-        Schedule::Cron(cron) => {
-            loop {
-                let now = ctx.clock.utc();
-                let Some(next) = cron.next_after(&now) else { break };
-                let wait = (next - now).to_std().unwrap_or_default();
-                tokio::select! {
-                    _ = token.cancelled() => break,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-                evaluate_group(&group, &mut states, &ctx, &token, stale_after).await;
-                let mut skipped = 0;
-                let mut at = next;
-                while let Some(t) = cron.next_after(&at).filter(|t| *t <= ctx.clock.utc()) {
-                    skipped += 1;
-                    at = t;
-                }
-                if skipped > 0 {
-                    ctx.exporter.count_missed(&group.key, skipped);
-                }
+        Schedule::Cron(cron) => loop {
+            let now = ctx.clock.utc();
+            let Some(next) = cron.next_after(&now) else { break };
+            let wait = (next - now).to_std().unwrap_or_default();
+            tokio::select! {
+                _ = token.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
             }
-        }
+            evaluate_group(&group, &mut states, &ctx, &token, stale_after).await;
+            let mut skipped = 0;
+            let mut at = next;
+            while let Some(t) = cron.next_after(&at).filter(|t| *t <= ctx.clock.utc()) {
+                skipped += 1;
+                at = t;
+            }
+            if skipped > 0 {
+                ctx.exporter.count_missed(&group.key, skipped);
+            }
+        },
     }
     states
 }
@@ -145,7 +143,13 @@ async fn evaluate_group(
         let state = states.entry(rule.name.clone()).or_insert_with(|| RuleState::for_rule(rule));
         let started = ctx.clock.now();
         let began = Instant::now();
-        let eval = EvalContext { source: source.as_ref(), metrics: Some(&ctx.metrics), pool: &ctx.pool, now: started as i64, stale_secs: stale_after as i64 };
+        let eval = EvalContext {
+            source: source.as_ref(),
+            metrics: Some(&ctx.metrics),
+            pool: &ctx.pool,
+            now: started as i64,
+            stale_secs: stale_after as i64,
+        };
         let result = state.evaluate(rule, &eval).await;
         let took = began.elapsed();
         ctx.metrics.observe_evaluation(took);
@@ -169,9 +173,9 @@ async fn evaluate_group(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Clock;
     use crate::config::{Duration as PwDuration, GroupKey, Rule};
     use crate::engine::testing::FakeSource;
-    use crate::clock::Clock;
     use proptest::prelude::*;
 
     /// Answers every query after 2.5 s: each run of a 1 s group overruns two and a half ticks.
@@ -237,7 +241,11 @@ mod tests {
         let exporter = Exporter::default();
         let ctx = context(&exporter);
         let rule: Rule = group("groups: [{ name: g, rules: [{ forecast: r, expr: up, model: { type: linear } }] }]").rules.remove(0);
-        let group = RuleGroup { key: GroupKey { file: "r.yaml".into(), name: "g".into() }, schedule: Schedule::Interval(PwDuration::from_secs(1)), rules: vec![rule] };
+        let group = RuleGroup {
+            key: GroupKey { file: "r.yaml".into(), name: "g".into() },
+            schedule: Schedule::Interval(PwDuration::from_secs(1)),
+            rules: vec![rule],
+        };
         let snapshot = run_for(&group, ctx, Duration::from_secs(20)).await;
         let evaluations = snapshot.rules.values().next().unwrap().status.evaluations;
         let missed = snapshot.groups[&group.key].missed;

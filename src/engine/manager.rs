@@ -12,8 +12,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::RuleState;
 use super::group::{self, Context};
+use super::RuleState;
 use crate::config::{GroupKey, RuleGroup};
 
 struct Running {
@@ -109,15 +109,18 @@ mod tests {
     use tokio::sync::Semaphore;
 
     use super::*;
-    use crate::engine::testing::{context, FakeSource};
     use crate::clock::Clock;
+    use crate::engine::testing::{context, FakeSource};
     use crate::exporter::Exporter;
 
     /// Groups `g` (rules `a`, and `b` with band `b_band`) and, if `with_h`, `h` (rule `c`): each
     /// rule's expression is its name, so the fake source counts queries per rule.
     fn groups(b_band: &str, with_h: bool) -> Vec<RuleGroup> {
-        let rule = |name: &str, extra: &str| format!("      - {{ forecast: {name}, expr: {name}, step: 1m, history: 1h, refit: 1d, model: {{ type: linear }}{extra} }}\n");
-        let mut text = format!("groups:\n  - name: g\n    interval: 1m\n    rules:\n{}{}", rule("a", ""), rule("b", &format!(", band: {b_band}")));
+        let rule = |name: &str, extra: &str| {
+            format!("      - {{ forecast: {name}, expr: {name}, step: 1m, history: 1h, refit: 1d, model: {{ type: linear }}{extra} }}\n")
+        };
+        let mut text =
+            format!("groups:\n  - name: g\n    interval: 1m\n    rules:\n{}{}", rule("a", ""), rule("b", &format!(", band: {b_band}")));
         if with_h {
             text.push_str(&format!("  - name: h\n    interval: 1m\n    rules:\n{}", rule("c", "")));
         }
@@ -144,7 +147,8 @@ mod tests {
         let mut manager = manager(&source, &exporter);
         let downloads = |source: &FakeSource| ["a", "b", "c"].map(|r| source.history_downloads(r));
         manager.update(groups("0.9", true)).await;
-        until("every rule scored", || exporter.load().rules.len() == 3 && exporter.load().rules.values().all(|e| e.series.len() == 1)).await;
+        until("every rule scored", || exporter.load().rules.len() == 3 && exporter.load().rules.values().all(|e| e.series.len() == 1))
+            .await;
         assert_eq!(downloads(&source), [1, 1, 1]);
 
         // the same groups again: nothing restarts, nothing is downloaded again
@@ -179,7 +183,10 @@ mod tests {
         assert!(source.queries_of("a").is_empty());
         let update = manager.update(groups("0.8", false));
         tokio::pin!(update);
-        assert!(tokio::time::timeout(Duration::from_secs(600), &mut update).await.is_err(), "the reload did not wait for the evaluation in flight");
+        assert!(
+            tokio::time::timeout(Duration::from_secs(600), &mut update).await.is_err(),
+            "the reload did not wait for the evaluation in flight"
+        );
         gate.add_permits(1000);
         update.await;
         assert_eq!(source.queries_of("a").len(), 1, "the query in flight completed before the group was replaced");

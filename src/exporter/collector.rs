@@ -45,15 +45,23 @@ fn rule_labels(id: &RuleId) -> Vec<(&'static str, String)> {
 type SeriesFamily = (&'static str, &'static str, fn(&SeriesOutput) -> Option<f64>);
 
 const SERIES_FAMILIES: [SeriesFamily; 6] = [
-    ("pulsewatch_anomaly_score", "How anomalous the series is now: 0 normal, 1 at the band edge or the detector's threshold, above 1 beyond it", |s| Some(s.score())),
+    (
+        "pulsewatch_anomaly_score",
+        "How anomalous the series is now: 0 normal, 1 at the band edge or the detector's threshold, above 1 beyond it",
+        |s| Some(s.score()),
+    ),
     ("pulsewatch_y", "The observation that was scored", |s| s.point().map(|p| p.y)),
     ("pulsewatch_yhat", "The prediction for the scored observation", |s| s.point().map(|p| p.yhat)),
     ("pulsewatch_yhat_lower", "Lower edge of the prediction band", |s| s.point().map(|p| p.lower)),
     ("pulsewatch_yhat_upper", "Upper edge of the prediction band", |s| s.point().map(|p| p.upper)),
-    ("pulsewatch_reconstruction_error", "Mean squared error of the autoencoder's reconstruction of the newest window, in normalised units", |s| match s.values {
-        Values::Reconstruction { error, .. } => Some(error),
-        Values::Forecast { .. } => None,
-    }),
+    (
+        "pulsewatch_reconstruction_error",
+        "Mean squared error of the autoencoder's reconstruction of the newest window, in normalised units",
+        |s| match s.values {
+            Values::Reconstruction { error, .. } => Some(error),
+            Values::Forecast { .. } => None,
+        },
+    ),
 ];
 
 /// Forecast outputs: (name, help, value of a forecast).
@@ -71,8 +79,12 @@ type StatusFamily = (&'static str, &'static str, MetricType, Option<Unit>, fn(&R
 fn status_families() -> [StatusFamily; 5] {
     [
         ("pulsewatch_rule_evaluations", "Rule evaluations run", MetricType::Counter, None, |e| Some(e.status.evaluations as f64)),
-        ("pulsewatch_rule_evaluation_failures", "Rule evaluations that failed", MetricType::Counter, None, |e| Some(e.status.failures as f64)),
-        ("pulsewatch_rule_last_evaluation_timestamp", "When the rule was last evaluated", MetricType::Gauge, Some(Unit::Seconds), |e| e.status.last_evaluation),
+        ("pulsewatch_rule_evaluation_failures", "Rule evaluations that failed", MetricType::Counter, None, |e| {
+            Some(e.status.failures as f64)
+        }),
+        ("pulsewatch_rule_last_evaluation_timestamp", "When the rule was last evaluated", MetricType::Gauge, Some(Unit::Seconds), |e| {
+            e.status.last_evaluation
+        }),
         ("pulsewatch_rule_series", "Series of the rule that have a model", MetricType::Gauge, None, |e| Some(e.status.series as f64)),
         ("pulsewatch_model_fits", "Model fits run for the rule", MetricType::Counter, None, |e| Some(e.status.fits as f64)),
     ]
@@ -82,12 +94,8 @@ impl Collector for SnapshotCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let snapshot = self.exporter.load();
         let now = self.clock.now();
-        let fresh: Vec<&SeriesOutput> = snapshot
-            .rules
-            .values()
-            .filter(|e| now - e.refreshed <= e.stale_after)
-            .flat_map(|e| e.series.iter())
-            .collect();
+        let fresh: Vec<&SeriesOutput> =
+            snapshot.rules.values().filter(|e| now - e.refreshed <= e.stale_after).flat_map(|e| e.series.iter()).collect();
 
         for (name, help, value) in SERIES_FAMILIES {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
@@ -149,10 +157,10 @@ mod tests {
     use prometheus_client::registry::Registry;
 
     use super::*;
-    use crate::config::{Duration, GroupKey, RuleGroup, Schedule};
-    use crate::exporter::{encode, Format};
     use crate::config::ModelSpec;
+    use crate::config::{Duration, GroupKey, RuleGroup, Schedule};
     use crate::exporter::Point;
+    use crate::exporter::{encode, Format};
     use crate::source::Labels;
 
     fn render(exporter: &Exporter, now: f64) -> String {
@@ -170,7 +178,10 @@ mod tests {
         exporter.set_group(&group, 60.0, &[]);
         for rule in &rules {
             let point = Point { ts: 0, y: 1.0, yhat: 1.0, lower: 0.0, upper: 2.0, score: 0.5 };
-            let series = jobs.iter().map(|job| SeriesOutput::forecast(&Labels::from([("job".to_string(), job.to_string())]), rule, point, vec![])).collect();
+            let series = jobs
+                .iter()
+                .map(|job| SeriesOutput::forecast(&Labels::from([("job".to_string(), job.to_string())]), rule, point, vec![]))
+                .collect();
             let id = RuleId { group: key.clone(), rule: rule.name.clone() };
             exporter.record(&id, refreshed, 0.0, Ok((series, 1, jobs.len())), stale_after);
         }
@@ -191,10 +202,18 @@ mod tests {
             name: "temp_ae".into(),
             step: Duration::from_secs(300),
             labels: Default::default(),
-            kind: RuleKind::Anomaly(Anomaly { channels: vec![Channel { name: "value".into(), expr: "temp".into() }], on: None, detector: DetectorSpec::Autoencoder { model_file: "m.onnx".into() } }),
+            kind: RuleKind::Anomaly(Anomaly {
+                channels: vec![Channel { name: "value".into(), expr: "temp".into() }],
+                on: None,
+                detector: DetectorSpec::Autoencoder { model_file: "m.onnx".into() },
+            }),
         };
         let broken = crate::config::rules::test_forecast_rule("broken", "up", ModelSpec::Linear {});
-        let group = RuleGroup { key: key.clone(), schedule: Schedule::Interval(Duration::from_secs(60)), rules: vec![cpu.clone(), temp.clone(), broken.clone()] };
+        let group = RuleGroup {
+            key: key.clone(),
+            schedule: Schedule::Interval(Duration::from_secs(60)),
+            rules: vec![cpu.clone(), temp.clone(), broken.clone()],
+        };
         exporter.set_group(&group, 60.0, &[]);
         exporter.count_missed(&key, 3);
         let labels = |pairs: &[(&str, &str)]| -> Labels { pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
@@ -206,7 +225,8 @@ mod tests {
         ];
         let id = |rule: &Rule| RuleId { group: key.clone(), rule: rule.name.clone() };
         exporter.record(&id(&cpu), 1_700_000_000.0, 0.25, Ok((series, 2, 2)), 300.0);
-        let reconstruction = SeriesOutput::new(&labels(&[("machine", "m1")]), &temp, Values::Reconstruction { ts: 1_700_000_000, score: 0.5, error: 1.5 });
+        let reconstruction =
+            SeriesOutput::new(&labels(&[("machine", "m1")]), &temp, Values::Reconstruction { ts: 1_700_000_000, score: 0.5, error: 1.5 });
         exporter.record(&id(&temp), 1_700_000_000.0, 0.5, Ok((vec![reconstruction], 0, 1)), 600.0);
         exporter.record(&id(&broken), 1_700_000_000.0, 0.125, Err("query: connection refused".into()), 300.0);
         let mut registry = Registry::default();
@@ -259,7 +279,8 @@ mod tests {
         record(&two, "b.yaml", &["alpha", "zeta"], &["j3", "j1", "j2"], 1000.0, 300.0);
         let text = render(&one, 1001.0);
         assert_eq!(text, render(&two, 1001.0), "same snapshot, same bytes");
-        let scores: Vec<&str> = text.lines().filter(|l| l.starts_with("pulsewatch_anomaly_score{")).map(|l| l.split(' ').next().unwrap()).collect();
+        let scores: Vec<&str> =
+            text.lines().filter(|l| l.starts_with("pulsewatch_anomaly_score{")).map(|l| l.split(' ').next().unwrap()).collect();
         let expected: Vec<String> = [("mid", &["j1", "j2"][..]), ("alpha", &["j1", "j2", "j3"]), ("zeta", &["j1", "j2", "j3"])]
             .iter()
             .flat_map(|(rule, jobs)| jobs.iter().map(move |job| format!("pulsewatch_anomaly_score{{job=\"{job}\",rule=\"{rule}\"}}")))

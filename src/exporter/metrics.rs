@@ -39,12 +39,40 @@ impl Metrics {
             "A metric with a constant 1 labelled by the version pulsewatch was built from",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION")), ("prophet", if cfg!(feature = "prophet") { "true" } else { "false" })]),
         );
-        registry.register_with_unit("pulsewatch_rule_evaluation_duration", "Duration of rule evaluations", Unit::Seconds, metrics.evaluation_duration.clone());
-        registry.register_with_unit("pulsewatch_model_fit_duration", "Duration of model fits of one series", Unit::Seconds, metrics.fit_duration.clone());
-        registry.register_with_unit("pulsewatch_query_duration", "Duration of queries to the data source, retries included", Unit::Seconds, metrics.query_duration.clone());
-        registry.register("pulsewatch_query_failures", "Queries to the data source that failed after their retries", metrics.query_failures.clone());
-        registry.register("pulsewatch_config_last_reload_successful", "Whether the last configuration reload succeeded", metrics.reload_successful.clone());
-        registry.register_with_unit("pulsewatch_config_last_reload_success_timestamp", "Time of the last successful configuration reload", Unit::Seconds, metrics.reload_success_timestamp.clone());
+        registry.register_with_unit(
+            "pulsewatch_rule_evaluation_duration",
+            "Duration of rule evaluations",
+            Unit::Seconds,
+            metrics.evaluation_duration.clone(),
+        );
+        registry.register_with_unit(
+            "pulsewatch_model_fit_duration",
+            "Duration of model fits of one series",
+            Unit::Seconds,
+            metrics.fit_duration.clone(),
+        );
+        registry.register_with_unit(
+            "pulsewatch_query_duration",
+            "Duration of queries to the data source, retries included",
+            Unit::Seconds,
+            metrics.query_duration.clone(),
+        );
+        registry.register(
+            "pulsewatch_query_failures",
+            "Queries to the data source that failed after their retries",
+            metrics.query_failures.clone(),
+        );
+        registry.register(
+            "pulsewatch_config_last_reload_successful",
+            "Whether the last configuration reload succeeded",
+            metrics.reload_successful.clone(),
+        );
+        registry.register_with_unit(
+            "pulsewatch_config_last_reload_success_timestamp",
+            "Time of the last successful configuration reload",
+            Unit::Seconds,
+            metrics.reload_success_timestamp.clone(),
+        );
         metrics
     }
 

@@ -14,4 +14,4 @@ pub use collector::SnapshotCollector;
 pub use format::{encode, Format};
 pub use metrics::Metrics;
 pub use process::ProcessCollector;
-pub use snapshot::{Exporter, Point, GroupInfo, Health, RuleEntry, RuleId, RuleStatus, SeriesOutput, Snapshot, Values};
+pub use snapshot::{Exporter, GroupInfo, Health, Point, RuleEntry, RuleId, RuleStatus, SeriesOutput, Snapshot, Values};

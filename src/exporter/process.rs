@@ -35,7 +35,8 @@ impl Collector for ProcessCollector {
         gauge("process_open_fds", "Number of open file descriptors", None, fds.map(|n| n as f64))?;
         gauge("process_max_fds", "Maximum number of open file descriptors", None, max_fds)?;
         gauge("process_start_time", "Start time of the process since the Unix epoch", Some(&Unit::Seconds), start)?;
-        let counter = encoder.encode_descriptor("process_cpu", "Total user and system CPU time spent", Some(&Unit::Seconds), MetricType::Counter)?;
+        let counter =
+            encoder.encode_descriptor("process_cpu", "Total user and system CPU time spent", Some(&Unit::Seconds), MetricType::Counter)?;
         ConstCounter::new(cpu).encode(counter)
     }
 }

@@ -238,7 +238,9 @@ impl Exporter {
             s.rules.retain(|id, _| id.group != group.key || kept.contains(&id.rule));
             for rule in &group.rules {
                 let id = RuleId { group: group.key.clone(), rule: rule.name.clone() };
-                s.rules.entry(id).or_insert_with(|| Arc::new(RuleEntry { expr: rule.display_query(), kind: rule.kind_name(), ..Default::default() }));
+                s.rules
+                    .entry(id)
+                    .or_insert_with(|| Arc::new(RuleEntry { expr: rule.display_query(), kind: rule.kind_name(), ..Default::default() }));
             }
             let missed = s.groups.get(&group.key).map_or(0, |g| g.missed);
             s.groups.insert(group.key.clone(), GroupInfo { interval, rules: names, missed });
@@ -307,10 +309,8 @@ mod tests {
 
     #[test]
     fn output_labels_rename_collisions() {
-        let input: Labels = [("__name__", "up"), ("rule", "x"), ("team", "a"), ("job", "j")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let input: Labels =
+            [("__name__", "up"), ("rule", "x"), ("team", "a"), ("job", "j")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let point = Point { ts: 0, y: 0.0, yhat: 0.0, lower: 0.0, upper: 0.0, score: 0.0 };
         let out = SeriesOutput::forecast(&input, &rule(&[("team", "infra")]), point, vec![]);
         let got: Vec<(&str, &str)> = out.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -334,7 +334,11 @@ mod tests {
     #[test]
     fn failure_keeps_outputs_and_counts() {
         let exporter = Exporter::default();
-        let group = RuleGroup { key: GroupKey { file: "f".into(), name: "g".into() }, schedule: Schedule::Interval(Duration::from_secs(60)), rules: vec![rule(&[])] };
+        let group = RuleGroup {
+            key: GroupKey { file: "f".into(), name: "g".into() },
+            schedule: Schedule::Interval(Duration::from_secs(60)),
+            rules: vec![rule(&[])],
+        };
         exporter.set_group(&group, 60.0, &[]);
         let id = RuleId { group: group.key.clone(), rule: "r".into() };
         let point = Point { ts: 0, y: 1.0, yhat: 1.0, lower: 0.0, upper: 2.0, score: 0.0 };

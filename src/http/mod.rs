@@ -101,7 +101,8 @@ mod tests {
         crate::exporter::Metrics::register(&mut registry);
         registry.register_collector(Box::new(crate::exporter::SnapshotCollector::new(exporter.clone())));
         let (tx, rx) = mpsc::channel(1);
-        let state = AppState { registry: Arc::new(registry), exporter, reload: lifecycle.then_some(tx), ready: Arc::new(AtomicBool::new(false)) };
+        let state =
+            AppState { registry: Arc::new(registry), exporter, reload: lifecycle.then_some(tx), ready: Arc::new(AtomicBool::new(false)) };
         (state, lifecycle.then_some(rx))
     }
 

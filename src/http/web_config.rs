@@ -78,7 +78,8 @@ impl WebConfig {
     /// What is wrong and where, e.g. an unknown key or a hash that is not bcrypt.
     pub fn load(path: &Path) -> Result<Self, WebConfigError> {
         let text = std::fs::read_to_string(path).map_err(|cause| WebConfigError::Read { path: path.to_path_buf(), cause })?;
-        let mut config: WebConfig = serde_saphyr::from_str(&text).map_err(|e| WebConfigError::Parse { path: path.to_path_buf(), message: e.without_snippet().to_string() })?;
+        let mut config: WebConfig = serde_saphyr::from_str(&text)
+            .map_err(|e| WebConfigError::Parse { path: path.to_path_buf(), message: e.without_snippet().to_string() })?;
         for (user, hash) in &config.basic_auth_users {
             if !hash.starts_with("$2") {
                 return Err(WebConfigError::NotBcrypt { path: path.to_path_buf(), user: user.clone() });
@@ -104,7 +105,9 @@ async fn basic_auth(State(users): State<Arc<BTreeMap<String, String>>>, request:
         .and_then(|pair| pair.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())));
     let allowed = match credentials.and_then(|(user, password)| users.get(&user).map(|hash| (password, hash.clone()))) {
         // bcrypt is deliberately slow: keep it off the async workers.
-        Some((password, hash)) => tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false)).await.unwrap_or(false),
+        Some((password, hash)) => {
+            tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false)).await.unwrap_or(false)
+        }
         None => false,
     };
     if allowed {
@@ -136,9 +139,9 @@ pub async fn serve(router: Router, listener: TcpListener, web: WebConfig, token:
         Some(tls) => {
             // One process-wide crypto provider; a second install attempt is harmless.
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert_file, &tls.key_file)
-                .await
-                .map_err(|e| std::io::Error::new(e.kind(), format!("loading {} / {}: {e}", tls.cert_file.display(), tls.key_file.display())))?;
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert_file, &tls.key_file).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("loading {} / {}: {e}", tls.cert_file.display(), tls.key_file.display()))
+            })?;
             axum_server::from_tcp_rustls(listener, config)?.handle(handle).serve(service).await
         }
         None => axum_server::from_tcp(listener)?.handle(handle).serve(service).await,
@@ -165,9 +168,14 @@ mod tests {
     async fn basic_auth_checks_bcrypt() {
         let hash = bcrypt::hash("secret", 4).unwrap();
         let users = Arc::new(BTreeMap::from([("prom".to_string(), hash)]));
-        let app = Router::new().route("/", axum::routing::get(|| async { "ok" })).layer(axum::middleware::from_fn_with_state(users, basic_auth));
+        let app =
+            Router::new().route("/", axum::routing::get(|| async { "ok" })).layer(axum::middleware::from_fn_with_state(users, basic_auth));
         let auth = |cred: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(cred));
-        for (header_value, want) in [(Some(auth("prom:secret")), StatusCode::OK), (Some(auth("prom:wrong")), StatusCode::UNAUTHORIZED), (None, StatusCode::UNAUTHORIZED)] {
+        for (header_value, want) in [
+            (Some(auth("prom:secret")), StatusCode::OK),
+            (Some(auth("prom:wrong")), StatusCode::UNAUTHORIZED),
+            (None, StatusCode::UNAUTHORIZED),
+        ] {
             let mut req = Request::get("/");
             if let Some(v) = header_value {
                 req = req.header(header::AUTHORIZATION, v);

@@ -46,7 +46,8 @@ impl Path {
     /// than quiet ones, and one quantile for the whole day makes the band too narrow when busy
     /// (false alarms every day) and too wide when quiet (missed anomalies).
     fn widen_to_residuals(mut self, y: &[f64], fitted: &[f64], level: f64, season: Option<usize>) -> Self {
-        let residuals: Vec<(usize, f64)> = y.iter().zip(fitted).map(|(a, b)| (a - b).abs()).enumerate().filter(|(_, r)| r.is_finite()).collect();
+        let residuals: Vec<(usize, f64)> =
+            y.iter().zip(fitted).map(|(a, b)| (a - b).abs()).enumerate().filter(|(_, r)| r.is_finite()).collect();
         if residuals.is_empty() {
             return self;
         }
@@ -61,7 +62,8 @@ impl Path {
                 // each bucket pooled with its neighbours, so the band does not jump hour to hour
                 let q: Vec<f64> = (0..PHASE_BUCKETS)
                     .map(|b| {
-                        let mut pooled: Vec<f64> = [PHASE_BUCKETS - 1, 0, 1].iter().flat_map(|d| by_bucket[(b + d) % PHASE_BUCKETS].iter().copied()).collect();
+                        let mut pooled: Vec<f64> =
+                            [PHASE_BUCKETS - 1, 0, 1].iter().flat_map(|d| by_bucket[(b + d) % PHASE_BUCKETS].iter().copied()).collect();
                         quantile(&mut pooled, level)
                     })
                     .collect();
@@ -105,14 +107,7 @@ impl Path {
 ///
 /// # Errors
 /// Too few samples, or the fitting library failed or produced non-finite values.
-pub fn fit(
-    spec: &ModelSpec,
-    y: &[f64],
-    start_ts: i64,
-    step_secs: i64,
-    level: f64,
-    horizon: usize,
-) -> Result<Path, Error> {
+pub fn fit(spec: &ModelSpec, y: &[f64], start_ts: i64, step_secs: i64, level: f64, horizon: usize) -> Result<Path, Error> {
     let model = spec.name();
     let step = crate::config::Duration::from_secs(step_secs as u64);
     let periods = spec.periods(&step);
@@ -148,7 +143,14 @@ pub fn fit(
 }
 
 /// The forecast of a fitted augurs model, its band floored by the in-sample residuals.
-fn augurs_path<P: Predict>(model: &'static str, fitted: &P, y: &[f64], level: f64, horizon: usize, season: Option<usize>) -> Result<Path, Error> {
+fn augurs_path<P: Predict>(
+    model: &'static str,
+    fitted: &P,
+    y: &[f64],
+    level: f64,
+    horizon: usize,
+    season: Option<usize>,
+) -> Result<Path, Error> {
     let lib = |err: &dyn std::fmt::Display| Error::Fit { model, reason: err.to_string() };
     let in_sample = fitted.predict_in_sample(None).map_err(|e| lib(&e))?;
     let path = Path::from_forecast(model, fitted.predict(horizon, level).map_err(|e| lib(&e))?)?;
@@ -172,7 +174,11 @@ const RELATIVE_RESOLUTION: f64 = 1e-3;
 /// millions. 0.1% of the series' typical magnitude is below what any dashboard shows.
 fn resolution(y: &[f64]) -> f64 {
     let scale = y.iter().map(|v| v.abs()).sum::<f64>() / y.len().max(1) as f64;
-    if scale > 0.0 { RELATIVE_RESOLUTION * scale } else { f64::MIN_POSITIVE }
+    if scale > 0.0 {
+        RELATIVE_RESOLUTION * scale
+    } else {
+        f64::MIN_POSITIVE
+    }
 }
 
 /// Two-sided standard-normal quantile for a central interval at `level`.
@@ -225,10 +231,7 @@ fn prophet(y: &[f64], start_ts: i64, step_secs: i64, level: f64, horizon: usize)
     let last = *ds.last().unwrap_or(&start_ts);
     let future: Vec<i64> = (1..=horizon as i64).map(|k| last + k * step_secs).collect();
     let data = TrainingData::new(ds, y.to_vec()).map_err(|e| lib(&e))?;
-    let opts = ProphetOptions {
-        interval_width: IntervalWidth::try_new(level).map_err(|e| lib(&e))?,
-        ..Default::default()
-    };
+    let opts = ProphetOptions { interval_width: IntervalWidth::try_new(level).map_err(|e| lib(&e))?, ..Default::default() };
     let optimizer = OPTIMIZER.get_or_init(WasmstanOptimizer::new).clone();
     let mut prophet = Prophet::new(opts, optimizer);
     prophet.fit(data, Default::default()).map_err(|e| lib(&e))?;

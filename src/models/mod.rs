@@ -12,10 +12,10 @@ mod series;
 
 pub use crate::config::ModelSpec;
 
+pub use crate::exporter::Point;
 pub use fit::{fit, Path};
 pub use score::anomaly_score;
 pub(crate) use score::MAX_SCORE;
-pub use crate::exporter::Point;
 pub use series::SeriesModel;
 
 /// Errors from fitting or predicting.

@@ -10,8 +10,8 @@ use std::collections::VecDeque;
 
 use super::calibration::Calibration;
 use super::{anomaly_score, Path};
-use crate::exporter::Point;
 use crate::config::Direction;
+use crate::exporter::Point;
 
 /// Weight of the newest in-band residual in the online level correction.
 const LEVEL_ALPHA: f64 = 0.1;
@@ -42,7 +42,17 @@ pub struct SeriesModel {
 impl SeriesModel {
     /// An empty model for samples `step` seconds apart, keeping at most `capacity` of them.
     pub fn new(step: i64, capacity: usize) -> Self {
-        Self { step, capacity, values: VecDeque::new(), last_ts: None, fitted: None, offset: 0.0, last_point: None, retry_at: None, calibration: None }
+        Self {
+            step,
+            capacity,
+            values: VecDeque::new(),
+            last_ts: None,
+            fitted: None,
+            offset: 0.0,
+            last_point: None,
+            retry_at: None,
+            calibration: None,
+        }
     }
 
     /// Scales the band online so that about `level` of the recent observations fall inside it:

@@ -37,38 +37,16 @@ pub struct CorpusScore {
 ///
 /// # Errors
 /// [`Error::Unlabelled`] for a file without labels, or any error of its rows (see [`Error`]).
-pub fn optimize(
-    files: &[FileResult],
-    labels: &Labels,
-    profile: &Profile,
-) -> Result<CorpusScore, Error> {
+pub fn optimize(files: &[FileResult], labels: &Labels, profile: &Profile) -> Result<CorpusScore, Error> {
     let (threshold, scores) = best_threshold(files, labels, profile)?;
-    let null_files: Vec<FileResult> = files
-        .iter()
-        .map(|f| FileResult {
-            scores: vec![NULL_SCORE; f.scores.len()],
-            ..f.clone()
-        })
-        .collect();
+    let null_files: Vec<FileResult> = files.iter().map(|f| FileResult { scores: vec![NULL_SCORE; f.scores.len()], ..f.clone() }).collect();
     let (_, null_scores) = best_threshold(&null_files, labels, profile)?;
-    let windows: usize = files
-        .iter()
-        .filter_map(|f| labels.windows(&f.key))
-        .map(<[_]>::len)
-        .sum();
+    let windows: usize = files.iter().filter_map(|f| labels.windows(&f.key)).map(<[_]>::len).sum();
     let perfect = windows as f64 * profile.tp_weight;
     let raw = total(&scores);
     let null = total(&null_scores);
     let normalized = (perfect != null).then(|| 100.0 * (raw - null) / (perfect - null));
-    Ok(CorpusScore {
-        profile: *profile,
-        threshold,
-        raw,
-        null,
-        perfect,
-        normalized,
-        files: scores,
-    })
+    Ok(CorpusScore { profile: *profile, threshold, raw, null, perfect, normalized, files: scores })
 }
 
 /// NAB's totals row: the files' raw scores summed in order.
@@ -77,18 +55,12 @@ fn total(scores: &[FileScore]) -> f64 {
 }
 
 /// The threshold with the highest corpus score, and each file's score at it.
-fn best_threshold(
-    files: &[FileResult],
-    labels: &Labels,
-    profile: &Profile,
-) -> Result<(f64, Vec<FileScore>), Error> {
+fn best_threshold(files: &[FileResult], labels: &Labels, profile: &Profile) -> Result<(f64, Vec<FileScore>), Error> {
     let mut all = Vec::new();
     let mut per_file = Vec::with_capacity(files.len());
     let mut window_count = 0;
     for file in files {
-        let windows = labels.windows(&file.key).ok_or_else(|| Error::Unlabelled {
-            key: file.key.clone(),
-        })?;
+        let windows = labels.windows(&file.key).ok_or_else(|| Error::Unlabelled { key: file.key.clone() })?;
         let zones = zones(file, windows)?;
         // Corpus-wide window numbers keep windows of different files apart.
         all.extend(candidates(file, &zones, profile, window_count));
@@ -98,20 +70,13 @@ fn best_threshold(
     let sweep = sweep_thresholds(all, window_count, profile.fn_weight);
     // NAB sorts by score (stably) and takes the first: among ties, the highest threshold.
     // A sweep is never empty: it starts with the no-detection entry.
-    let best = sweep.iter().fold(
-        sweep[0],
-        |best, s| if s.score > best.score { *s } else { best },
-    );
+    let best = sweep.iter().fold(sweep[0], |best, s| if s.score > best.score { *s } else { best });
     let scores = files
         .iter()
         .zip(per_file)
         .map(|(file, (rows, windows))| {
             let sweep = sweep_thresholds(rows, windows, profile.fn_weight);
-            FileScore::new(
-                &file.key,
-                best.threshold,
-                at_threshold(&sweep, best.threshold),
-            )
+            FileScore::new(&file.key, best.threshold, at_threshold(&sweep, best.threshold))
         })
         .collect();
     Ok((best.threshold, scores))
@@ -129,10 +94,7 @@ mod tests {
     fn labels() -> Labels {
         [
             ("a/one.csv".to_string(), vec![window(40, 49)]),
-            (
-                "a/two.csv".to_string(),
-                vec![window(40, 49), window(70, 79)],
-            ),
+            ("a/two.csv".to_string(), vec![window(40, 49), window(70, 79)]),
             ("b/none.csv".to_string(), vec![]),
         ]
         .into_iter()
@@ -141,11 +103,7 @@ mod tests {
 
     /// The corpus of [`labels`], detecting the given rows of each file.
     fn corpus(one: &[usize], two: &[usize], none: &[usize]) -> Vec<FileResult> {
-        vec![
-            detections("a/one.csv", 100, one),
-            detections("a/two.csv", 100, two),
-            detections("b/none.csv", 100, none),
-        ]
+        vec![detections("a/one.csv", 100, one), detections("a/two.csv", 100, two), detections("b/none.csv", 100, none)]
     }
 
     #[test]
@@ -156,12 +114,7 @@ mod tests {
         for profile in Profile::ALL {
             let score = optimize(&corpus(&[40], &[40, 70], &[]), &labels(), &profile).unwrap();
             let expected = (1.0, 3.0, 3.0, -3.0 * profile.fn_weight);
-            assert_eq!(
-                (score.threshold, score.raw, score.perfect, score.null),
-                expected,
-                "{}",
-                profile.name
-            );
+            assert_eq!((score.threshold, score.raw, score.perfect, score.null), expected, "{}", profile.name);
             // 100·(3 + 3·fn)/(3 + 3·fn).
             assert_eq!(score.normalized, Some(100.0), "{}", profile.name);
         }
@@ -176,12 +129,7 @@ mod tests {
                 files.iter_mut().for_each(|f| f.scores.fill(constant));
                 let score = optimize(&files, &labels(), &profile).unwrap();
                 assert_eq!(score.raw, -3.0 * profile.fn_weight);
-                assert_eq!(
-                    score.normalized,
-                    Some(0.0),
-                    "{} at {constant}",
-                    profile.name
-                );
+                assert_eq!(score.normalized, Some(0.0), "{} at {constant}", profile.name);
             }
         }
     }
@@ -212,14 +160,8 @@ mod tests {
         let mut hits = vec![(45, 0.8)];
         hits.extend((20..30).map(|row| (row, 0.8)));
         let files = [file("a/one.csv", 100, &hits)];
-        let labels: Labels = [("a/one.csv".to_string(), vec![window(40, 49)])]
-            .into_iter()
-            .collect();
-        let expected = [
-            (0.8, -0.2402074330902164),
-            (1.1, -1.0),
-            (0.8, -0.2402074330902164),
-        ];
+        let labels: Labels = [("a/one.csv".to_string(), vec![window(40, 49)])].into_iter().collect();
+        let expected = [(0.8, -0.2402074330902164), (1.1, -1.0), (0.8, -0.2402074330902164)];
         for (profile, (threshold, raw)) in Profile::ALL.iter().zip(expected) {
             let score = optimize(&files, &labels, profile).unwrap();
             assert_eq!(score.threshold, threshold, "{}", profile.name);
@@ -233,9 +175,7 @@ mod tests {
         // nothing: thresholds 0.9 and 0.6 both score tanh(2)/tanh(2.5) = 0.97711 (position
         // -(49 - 42 + 1)/10 = -0.8). NAB keeps the first of a stable sort: 0.9.
         let files = [file("a/one.csv", 100, &[(42, 0.9), (45, 0.6)])];
-        let labels: Labels = [("a/one.csv".to_string(), vec![window(40, 49)])]
-            .into_iter()
-            .collect();
+        let labels: Labels = [("a/one.csv".to_string(), vec![window(40, 49)])].into_iter().collect();
         let score = optimize(&files, &labels, &Profile::STANDARD).unwrap();
         assert_eq!(score.threshold, 0.9);
         assert_close(score.raw, 0.9771068409226047);
@@ -245,10 +185,7 @@ mod tests {
     fn unlabelled_file_is_an_error() {
         let files = [detections("c/unknown.csv", 10, &[])];
         let err = optimize(&files, &labels(), &Profile::STANDARD).unwrap_err();
-        assert!(
-            matches!(err, Error::Unlabelled { ref key } if key == "c/unknown.csv"),
-            "{err}"
-        );
+        assert!(matches!(err, Error::Unlabelled { ref key } if key == "c/unknown.csv"), "{err}");
     }
 
     proptest! {

@@ -12,10 +12,7 @@ pub(crate) fn t(i: usize) -> NaiveDateTime {
 
 /// The window from row `a` to row `b`, inclusive.
 pub(crate) fn window(a: usize, b: usize) -> Window {
-    Window {
-        start: t(a),
-        end: t(b),
-    }
+    Window { start: t(a), end: t(b) }
 }
 
 /// A file of `rows` rows scoring 0 except `(row, score)` in `hits`.
@@ -24,11 +21,7 @@ pub(crate) fn file(key: &str, rows: usize, hits: &[(usize, f64)]) -> FileResult 
     for &(row, score) in hits {
         scores[row] = score;
     }
-    FileResult {
-        key: key.to_string(),
-        timestamps: (0..rows).map(t).collect(),
-        scores,
-    }
+    FileResult { key: key.to_string(), timestamps: (0..rows).map(t).collect(), scores }
 }
 
 /// A file of `rows` rows scoring 1 at `rows_hit` and 0 elsewhere.

@@ -17,33 +17,13 @@ pub struct Profile {
 
 impl Profile {
     /// NAB's `standard` profile.
-    pub const STANDARD: Profile = Profile {
-        name: "standard",
-        tp_weight: 1.0,
-        fp_weight: 0.11,
-        fn_weight: 1.0,
-        tn_weight: 1.0,
-    };
+    pub const STANDARD: Profile = Profile { name: "standard", tp_weight: 1.0, fp_weight: 0.11, fn_weight: 1.0, tn_weight: 1.0 };
     /// NAB's `reward_low_FP_rate` profile: false positives cost twice as much.
-    pub const REWARD_LOW_FP_RATE: Profile = Profile {
-        name: "reward_low_FP_rate",
-        tp_weight: 1.0,
-        fp_weight: 0.22,
-        fn_weight: 1.0,
-        tn_weight: 1.0,
-    };
+    pub const REWARD_LOW_FP_RATE: Profile =
+        Profile { name: "reward_low_FP_rate", tp_weight: 1.0, fp_weight: 0.22, fn_weight: 1.0, tn_weight: 1.0 };
     /// NAB's `reward_low_FN_rate` profile: missed windows cost twice as much.
-    pub const REWARD_LOW_FN_RATE: Profile = Profile {
-        name: "reward_low_FN_rate",
-        tp_weight: 1.0,
-        fp_weight: 0.11,
-        fn_weight: 2.0,
-        tn_weight: 1.0,
-    };
+    pub const REWARD_LOW_FN_RATE: Profile =
+        Profile { name: "reward_low_FN_rate", tp_weight: 1.0, fp_weight: 0.11, fn_weight: 2.0, tn_weight: 1.0 };
     /// The three profiles NAB reports, in the order of its `profiles.json`.
-    pub const ALL: [Profile; 3] = [
-        Profile::STANDARD,
-        Profile::REWARD_LOW_FP_RATE,
-        Profile::REWARD_LOW_FN_RATE,
-    ];
+    pub const ALL: [Profile; 3] = [Profile::STANDARD, Profile::REWARD_LOW_FP_RATE, Profile::REWARD_LOW_FN_RATE];
 }

@@ -46,9 +46,7 @@ impl Zone {
             Zone::Probation => 0.0,
             // Dividing by the sigmoid at -1 makes a detection on a window's first row worth
             // exactly tp_weight.
-            Zone::Inside { position, .. } => {
-                scaled_sigmoid(position) * profile.tp_weight / scaled_sigmoid(-1.0)
-            }
+            Zone::Inside { position, .. } => scaled_sigmoid(position) * profile.tp_weight / scaled_sigmoid(-1.0),
             Zone::Outside { distance } => scaled_sigmoid(distance) * profile.fp_weight,
         }
     }
@@ -68,9 +66,7 @@ pub(crate) fn scaled_sigmoid(position: f64) -> f64 {
 ///
 /// A float, as in NAB, which compares row indices with it.
 pub(crate) fn probationary_length(rows: usize) -> f64 {
-    (PROBATIONARY_PERCENT * rows as f64)
-        .floor()
-        .min(PROBATIONARY_PERCENT * 5000.0)
+    (PROBATIONARY_PERCENT * rows as f64).floor().min(PROBATIONARY_PERCENT * 5000.0)
 }
 
 /// The open window: its number, the row of its end and its length in rows.
@@ -101,25 +97,14 @@ pub(crate) fn zones(file: &FileResult, windows: &[Window]) -> Result<Vec<Zone>, 
             next += 1;
         }
         let zone = match (open, closed) {
-            (Some(span), _) => Zone::Inside {
-                window: span.window,
-                position: -((span.right as f64) - (i as f64) + 1.0) / span.width,
-            },
+            (Some(span), _) => Zone::Inside { window: span.window, position: -((span.right as f64) - (i as f64) + 1.0) / span.width },
             // No window yet: NAB's "really far away", the full false-positive cost.
-            (None, None) => Zone::Outside {
-                distance: f64::INFINITY,
-            },
+            (None, None) => Zone::Outside { distance: f64::INFINITY },
             // A one-row window divides by zero here: NAB raises, the infinity gives the full
             // false-positive cost instead.
-            (None, Some(span)) => Zone::Outside {
-                distance: ((i as f64) - (span.right as f64)).abs() / (span.width - 1.0),
-            },
+            (None, Some(span)) => Zone::Outside { distance: ((i as f64) - (span.right as f64)).abs() / (span.width - 1.0) },
         };
-        zones.push(if (i as f64) < probation {
-            Zone::Probation
-        } else {
-            zone
-        });
+        zones.push(if (i as f64) < probation { Zone::Probation } else { zone });
         if let Some(span) = open {
             if *t == windows[span.window].end {
                 closed = Some(Span { right: i, ..span });
@@ -132,17 +117,10 @@ pub(crate) fn zones(file: &FileResult, windows: &[Window]) -> Result<Vec<Zone>, 
 
 fn check(file: &FileResult) -> Result<(), Error> {
     if file.timestamps.len() != file.scores.len() {
-        return Err(Error::Length {
-            key: file.key.clone(),
-            timestamps: file.timestamps.len(),
-            scores: file.scores.len(),
-        });
+        return Err(Error::Length { key: file.key.clone(), timestamps: file.timestamps.len(), scores: file.scores.len() });
     }
     match file.scores.iter().position(|s| s.is_nan()) {
-        Some(row) => Err(Error::NanScore {
-            key: file.key.clone(),
-            row,
-        }),
+        Some(row) => Err(Error::NanScore { key: file.key.clone(), row }),
         None => Ok(()),
     }
 }
@@ -155,27 +133,15 @@ fn spans(file: &FileResult, windows: &[Window]) -> Result<Vec<Span>, Error> {
     }
     let row = |timestamp: NaiveDateTime| match rows.get(&timestamp) {
         Some(&(row, 1)) => Ok(row),
-        found => Err(Error::WindowEdge {
-            key: file.key.clone(),
-            timestamp,
-            rows: found.map_or(0, |&(_, count)| count),
-        }),
+        found => Err(Error::WindowEdge { key: file.key.clone(), timestamp, rows: found.map_or(0, |&(_, count)| count) }),
     };
     let mut spans = Vec::with_capacity(windows.len());
     for (window, w) in windows.iter().enumerate() {
         let (left, right) = (row(w.start)?, row(w.end)?);
         if right < left {
-            return Err(Error::WindowOrder {
-                key: file.key.clone(),
-                start: w.start,
-                end: w.end,
-            });
+            return Err(Error::WindowOrder { key: file.key.clone(), start: w.start, end: w.end });
         }
-        spans.push(Span {
-            window,
-            right,
-            width: (right - left + 1) as f64,
-        });
+        spans.push(Span { window, right, width: (right - left + 1) as f64 });
     }
     Ok(spans)
 }
@@ -188,15 +154,7 @@ mod tests {
     #[test]
     fn probationary_length_is_15_percent_up_to_750_rows() {
         // floor(0.15·n), capped at 0.15·5000 = 750.
-        let cases = [
-            (6, 0.0),
-            (20, 3.0),
-            (40, 6.0),
-            (100, 15.0),
-            (4032, 604.0),
-            (5000, 750.0),
-            (22695, 750.0),
-        ];
+        let cases = [(6, 0.0), (20, 3.0), (40, 6.0), (100, 15.0), (4032, 604.0), (5000, 750.0), (22695, 750.0)];
         for (rows, expected) in cases {
             assert_eq!(probationary_length(rows), expected, "{rows} rows");
         }
@@ -221,27 +179,10 @@ mod tests {
         file.timestamps[20] = t(3);
         let zones = zones(&file, &[window(10, 14)]).unwrap();
         assert_eq!(zones[5], Zone::Probation);
-        assert_eq!(
-            zones[6],
-            Zone::Outside {
-                distance: f64::INFINITY
-            }
-        );
+        assert_eq!(zones[6], Zone::Outside { distance: f64::INFINITY });
         // -(14 - 10 + 1)/5 = -1 and -(14 - 14 + 1)/5 = -0.2.
-        assert_eq!(
-            zones[10],
-            Zone::Inside {
-                window: 0,
-                position: -1.0
-            }
-        );
-        assert_eq!(
-            zones[14],
-            Zone::Inside {
-                window: 0,
-                position: -0.2
-            }
-        );
+        assert_eq!(zones[10], Zone::Inside { window: 0, position: -1.0 });
+        assert_eq!(zones[14], Zone::Inside { window: 0, position: -0.2 });
         // |20 - 14| / (5 - 1) = 1.5.
         assert_eq!(zones[20], Zone::Outside { distance: 1.5 });
     }
@@ -292,9 +233,7 @@ mod tests {
     #[test]
     fn one_row_windows() {
         let got = zones_of(&[window(10, 10)], 9..=12);
-        let far = Zone::Outside {
-            distance: f64::INFINITY,
-        };
+        let far = Zone::Outside { distance: f64::INFINITY };
         assert_eq!(got, [far, inside(0, -1.0), far, far]);
         // a detection on the row is worth a whole true positive; after it, a whole false one
         let profile = Profile::STANDARD;
@@ -306,44 +245,21 @@ mod tests {
     fn window_edges_must_match_one_row() {
         let mut file = detections("a/b.csv", 40, &[]);
         let late = window(10, 14).end + chrono::Duration::seconds(1);
-        let missing = zones(
-            &file,
-            &[Window {
-                end: late,
-                ..window(10, 14)
-            }],
-        )
-        .unwrap_err();
-        assert!(
-            matches!(missing, Error::WindowEdge { rows: 0, .. }),
-            "{missing}"
-        );
+        let missing = zones(&file, &[Window { end: late, ..window(10, 14) }]).unwrap_err();
+        assert!(matches!(missing, Error::WindowEdge { rows: 0, .. }), "{missing}");
         let reversed = zones(&file, &[window(14, 10)]).unwrap_err();
         assert!(matches!(reversed, Error::WindowOrder { .. }), "{reversed}");
         file.timestamps[30] = t(10);
         let repeated = zones(&file, &[window(10, 14)]).unwrap_err();
-        assert!(
-            matches!(repeated, Error::WindowEdge { rows: 2, .. }),
-            "{repeated}"
-        );
+        assert!(matches!(repeated, Error::WindowEdge { rows: 2, .. }), "{repeated}");
     }
 
     #[test]
     fn rejects_mismatched_or_nan_scores() {
         let mut file = detections("a/b.csv", 10, &[]);
         file.scores.pop();
-        assert!(matches!(
-            zones(&file, &[]),
-            Err(Error::Length {
-                timestamps: 10,
-                scores: 9,
-                ..
-            })
-        ));
+        assert!(matches!(zones(&file, &[]), Err(Error::Length { timestamps: 10, scores: 9, .. })));
         file.scores.push(f64::NAN);
-        assert!(matches!(
-            zones(&file, &[]),
-            Err(Error::NanScore { row: 9, .. })
-        ));
+        assert!(matches!(zones(&file, &[]), Err(Error::NanScore { row: 9, .. })));
     }
 }

@@ -24,12 +24,7 @@ pub(crate) struct Candidate {
 
 /// The scored rows of one file, skipping the probationary period; window numbers start at
 /// `first_window`.
-pub(crate) fn candidates(
-    file: &FileResult,
-    zones: &[Zone],
-    profile: &Profile,
-    first_window: usize,
-) -> Vec<Candidate> {
+pub(crate) fn candidates(file: &FileResult, zones: &[Zone], profile: &Profile, first_window: usize) -> Vec<Candidate> {
     zones
         .iter()
         .zip(&file.scores)
@@ -59,11 +54,7 @@ pub(crate) struct ThresholdScore {
 /// The score at [`NO_DETECTION`] and then at each distinct anomaly score, highest first.
 ///
 /// `windows` bounds the window numbers. Only windows with a scored row count, as in NAB.
-pub(crate) fn sweep_thresholds(
-    mut rows: Vec<Candidate>,
-    windows: usize,
-    fn_weight: f64,
-) -> Vec<ThresholdScore> {
+pub(crate) fn sweep_thresholds(mut rows: Vec<Candidate>, windows: usize, fn_weight: f64) -> Vec<ThresholdScore> {
     // Stable, like Python's sort: ties keep file order. NaN was rejected when zoning.
     rows.sort_by(|a, b| b.anomaly.partial_cmp(&a.anomaly).unwrap_or(Ordering::Equal));
     // NAB sums a dict of per-window parts in insertion order, i.e. in order of first appearance
@@ -80,21 +71,11 @@ pub(crate) fn sweep_thresholds(
     let mut fp_part = 0.0;
     let total = |fp_part: f64, part: &[f64]| order.iter().fold(fp_part, |sum, &w| sum + part[w]);
     let inside = rows.iter().filter(|r| r.window.is_some()).count();
-    let mut current = ThresholdScore {
-        threshold: NO_DETECTION,
-        score: 0.0,
-        tp: 0,
-        tn: rows.len() - inside,
-        fp: 0,
-        fn_: inside,
-    };
+    let mut current = ThresholdScore { threshold: NO_DETECTION, score: 0.0, tp: 0, tn: rows.len() - inside, fp: 0, fn_: inside };
     let mut scores = Vec::new();
     for row in &rows {
         if row.anomaly != current.threshold {
-            scores.push(ThresholdScore {
-                score: total(fp_part, &part),
-                ..current
-            });
+            scores.push(ThresholdScore { score: total(fp_part, &part), ..current });
             current.threshold = row.anomaly;
         }
         match row.window {
@@ -111,10 +92,7 @@ pub(crate) fn sweep_thresholds(
             }
         }
     }
-    scores.push(ThresholdScore {
-        score: total(fp_part, &part),
-        ..current
-    });
+    scores.push(ThresholdScore { score: total(fp_part, &part), ..current });
     scores
 }
 
@@ -124,10 +102,7 @@ pub(crate) fn sweep_thresholds(
 /// NAB has no answer (`None`) below the lowest anomaly score or above 1.1; all rows, or none,
 /// are detections there, which is what this returns.
 pub(crate) fn at_threshold(scores: &[ThresholdScore], threshold: f64) -> ThresholdScore {
-    let applies = scores
-        .iter()
-        .take_while(|s| s.threshold >= threshold)
-        .last();
+    let applies = scores.iter().take_while(|s| s.threshold >= threshold).last();
     // A sweep always has its NO_DETECTION entry first.
     *applies.unwrap_or(&scores[0])
 }
@@ -153,15 +128,7 @@ pub struct FileScore {
 
 impl FileScore {
     pub(crate) fn new(key: &str, threshold: f64, s: ThresholdScore) -> Self {
-        FileScore {
-            key: key.to_string(),
-            threshold,
-            raw: s.score,
-            tp: s.tp,
-            fp: s.fp,
-            fn_: s.fn_,
-            tn: s.tn,
-        }
+        FileScore { key: key.to_string(), threshold, raw: s.score, tp: s.tp, fp: s.fp, fn_: s.fn_, tn: s.tn }
     }
 }
 
@@ -169,23 +136,10 @@ impl FileScore {
 ///
 /// # Errors
 /// When the file's rows do not fit its windows (see [`Error`]).
-pub fn score_file(
-    file: &FileResult,
-    windows: &[Window],
-    profile: &Profile,
-    threshold: f64,
-) -> Result<FileScore, Error> {
+pub fn score_file(file: &FileResult, windows: &[Window], profile: &Profile, threshold: f64) -> Result<FileScore, Error> {
     let zones = zones(file, windows)?;
-    let sweep = sweep_thresholds(
-        candidates(file, &zones, profile, 0),
-        windows.len(),
-        profile.fn_weight,
-    );
-    Ok(FileScore::new(
-        &file.key,
-        threshold,
-        at_threshold(&sweep, threshold),
-    ))
+    let sweep = sweep_thresholds(candidates(file, &zones, profile, 0), windows.len(), profile.fn_weight);
+    Ok(FileScore::new(&file.key, threshold, at_threshold(&sweep, threshold)))
 }
 
 #[cfg(test)]
@@ -211,95 +165,30 @@ mod tests {
         // One window, rows 10..=14: 5 rows. Standard profile: tp 1, fp 0.11, fn 1.
         // Scaled sigmoid S(x) = -tanh(2.5x); a detection at position p is worth S(p)/S(-1).
         let cases = [
-            Case {
-                name: "none: one missed window",
-                rows: &[],
-                raw: -1.0,
-                tp: 0,
-                fp: 0,
-            },
+            Case { name: "none: one missed window", rows: &[], raw: -1.0, tp: 0, fp: 0 },
             // Position -(14 - 10 + 1)/5 = -1: S(-1)/S(-1) = 1.
-            Case {
-                name: "at the start",
-                rows: &[10],
-                raw: 1.0,
-                tp: 1,
-                fp: 0,
-            },
+            Case { name: "at the start", rows: &[10], raw: 1.0, tp: 1, fp: 0 },
             // Position -(14 - 14 + 1)/5 = -0.2: tanh(0.5)/tanh(2.5) = 0.46212/0.98661 = 0.46839.
-            Case {
-                name: "at the end",
-                rows: &[14],
-                raw: 0.4683868439022782,
-                tp: 1,
-                fp: 0,
-            },
+            Case { name: "at the end", rows: &[14], raw: 0.4683868439022782, tp: 1, fp: 0 },
             // No window before row 9: -0.11; the window is missed: -1.
-            Case {
-                name: "one row before the start",
-                rows: &[9],
-                raw: -1.11,
-                tp: 0,
-                fp: 1,
-            },
+            Case { name: "one row before the start", rows: &[9], raw: -1.11, tp: 0, fp: 1 },
             // |15 - 14|/(5 - 1) = 0.25: 0.11·S(0.25) = -0.11·tanh(0.625) = -0.06101; minus 1.
-            Case {
-                name: "one row after the end",
-                rows: &[15],
-                raw: -1.061005969458432,
-                tp: 0,
-                fp: 1,
-            },
+            Case { name: "one row after the end", rows: &[15], raw: -1.061005969458432, tp: 0, fp: 1 },
             // |26 - 14|/4 = 3: 0.11·S(3) = -0.11·tanh(7.5) = -0.10999993; minus 1.
-            Case {
-                name: "three window lengths after the end",
-                rows: &[26],
-                raw: -1.10999993270151,
-                tp: 0,
-                fp: 1,
-            },
+            Case { name: "three window lengths after the end", rows: &[26], raw: -1.10999993270151, tp: 0, fp: 1 },
             // |30 - 14|/4 = 4 > 3: the full -0.11; minus 1.
-            Case {
-                name: "far after the end",
-                rows: &[30],
-                raw: -1.11,
-                tp: 0,
-                fp: 1,
-            },
+            Case { name: "far after the end", rows: &[30], raw: -1.11, tp: 0, fp: 1 },
             // Positions -0.8 and -0.4: max(tanh(2), tanh(1))/tanh(2.5) = 0.96403/0.98661 = 0.97711.
-            Case {
-                name: "only the first detection",
-                rows: &[11, 13],
-                raw: 0.9771068409226047,
-                tp: 2,
-                fp: 0,
-            },
+            Case { name: "only the first detection", rows: &[11, 13], raw: 0.9771068409226047, tp: 2, fp: 0 },
             // Row 3 is probationary: not a false positive.
-            Case {
-                name: "in probation",
-                rows: &[3],
-                raw: -1.0,
-                tp: 0,
-                fp: 0,
-            },
+            Case { name: "in probation", rows: &[3], raw: -1.0, tp: 0, fp: 0 },
         ];
         for case in cases {
             let file = detections("a/b.csv", 40, case.rows);
             let score = score_file(&file, &[window(10, 14)], &Profile::STANDARD, 0.5).unwrap();
-            assert!(
-                (score.raw - case.raw).abs() < 1e-12,
-                "{}: {} != {}",
-                case.name,
-                score.raw,
-                case.raw
-            );
+            assert!((score.raw - case.raw).abs() < 1e-12, "{}: {} != {}", case.name, score.raw, case.raw);
             // 5 scored rows inside the window, 29 outside.
-            assert_eq!(
-                (score.tp, score.fp, score.fn_, score.tn),
-                (case.tp, case.fp, 5 - case.tp, 29 - case.fp),
-                "{}",
-                case.name
-            );
+            assert_eq!((score.tp, score.fp, score.fn_, score.tn), (case.tp, case.fp, 5 - case.tp, 29 - case.fp), "{}", case.name);
         }
     }
 
@@ -333,11 +222,7 @@ mod tests {
     fn threshold_selects_rows_at_or_above_it() {
         // Window 10..=14; row 14 scores 0.9 (position -0.2), row 10 scores 0.6 (position -1).
         let file = file("a/b.csv", 40, &[(14, 0.9), (10, 0.6)]);
-        let raw = |threshold| {
-            score_file(&file, &[window(10, 14)], &Profile::STANDARD, threshold)
-                .unwrap()
-                .raw
-        };
+        let raw = |threshold| score_file(&file, &[window(10, 14)], &Profile::STANDARD, threshold).unwrap().raw;
         let late = 0.5f64.tanh() / max_tp();
         assert_close(raw(2.0), -1.0);
         assert_close(raw(0.9), late);

@@ -81,11 +81,7 @@ impl Add for WindowCounts {
     type Output = Self;
 
     fn add(self, other: Self) -> Self {
-        WindowCounts {
-            tp: self.tp + other.tp,
-            fp: self.fp + other.fp,
-            fn_: self.fn_ + other.fn_,
-        }
+        WindowCounts { tp: self.tp + other.tp, fp: self.fp + other.fp, fn_: self.fn_ + other.fn_ }
     }
 }
 
@@ -108,14 +104,7 @@ mod tests {
         let file = detections("a/b.csv", 40, &[3, 8, 9, 12, 13, 17, 19]);
         let windows = [window(2, 4), window(10, 14), window(25, 29)];
         let counts = WindowCounts::count(&file, &windows, 0.5).unwrap();
-        assert_eq!(
-            counts,
-            WindowCounts {
-                tp: 1,
-                fp: 3,
-                fn_: 1
-            }
-        );
+        assert_eq!(counts, WindowCounts { tp: 1, fp: 3, fn_: 1 });
         assert_close(counts.precision(), 0.25); // 1/(1 + 3)
         assert_close(counts.recall(), 0.5); // 1/(1 + 1)
         assert_close(counts.f1(), 1.0 / 3.0); // 2·0.25·0.5/(0.25 + 0.5)
@@ -126,32 +115,9 @@ mod tests {
         // Rows 9, 10 (window 10..=14) and 15: the window splits them into two runs.
         let file = detections("a/b.csv", 40, &[9, 10, 15]);
         let counts = WindowCounts::count(&file, &[window(10, 14)], 0.5).unwrap();
-        assert_eq!(
-            counts,
-            WindowCounts {
-                tp: 1,
-                fp: 2,
-                fn_: 0
-            }
-        );
-        let total: WindowCounts = [
-            counts,
-            WindowCounts {
-                tp: 0,
-                fp: 0,
-                fn_: 3,
-            },
-        ]
-        .into_iter()
-        .sum();
-        assert_eq!(
-            total,
-            WindowCounts {
-                tp: 1,
-                fp: 2,
-                fn_: 3
-            }
-        );
+        assert_eq!(counts, WindowCounts { tp: 1, fp: 2, fn_: 0 });
+        let total: WindowCounts = [counts, WindowCounts { tp: 0, fp: 0, fn_: 3 }].into_iter().sum();
+        assert_eq!(total, WindowCounts { tp: 1, fp: 2, fn_: 3 });
         assert_eq!(WindowCounts::default().precision(), 0.0);
         assert_eq!(WindowCounts::default().f1(), 0.0);
     }

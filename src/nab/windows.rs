@@ -31,25 +31,14 @@ impl Labels {
     /// # Errors
     /// [`Error::Json`] if the text is not of that shape, [`Error::Timestamp`] for a bad edge.
     pub fn from_json(text: &str) -> Result<Self, Error> {
-        let raw: BTreeMap<String, Vec<(String, String)>> =
-            serde_json::from_str(text).map_err(Error::Json)?;
+        let raw: BTreeMap<String, Vec<(String, String)>> = serde_json::from_str(text).map_err(Error::Json)?;
         let mut files = BTreeMap::new();
         for (key, windows) in raw {
-            let edge = |text: &str| {
-                parse_timestamp(text).map_err(|source| Error::Timestamp {
-                    key: key.clone(),
-                    text: text.to_string(),
-                    source,
-                })
-            };
+            let edge =
+                |text: &str| parse_timestamp(text).map_err(|source| Error::Timestamp { key: key.clone(), text: text.to_string(), source });
             let windows = windows
                 .iter()
-                .map(|(start, end)| {
-                    Ok(Window {
-                        start: edge(start)?,
-                        end: edge(end)?,
-                    })
-                })
+                .map(|(start, end)| Ok(Window { start: edge(start)?, end: edge(end)? }))
                 .collect::<Result<Vec<_>, Error>>()?;
             files.insert(key, windows);
         }
@@ -62,10 +51,7 @@ impl Labels {
     /// [`Error::Read`] if the file cannot be read, else as [`Labels::from_json`].
     pub fn load(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
         Self::from_json(&text)
     }
 
@@ -76,17 +62,13 @@ impl Labels {
 
     /// Every labelled file with its windows, by key.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[Window])> {
-        self.files
-            .iter()
-            .map(|(key, windows)| (key.as_str(), windows.as_slice()))
+        self.files.iter().map(|(key, windows)| (key.as_str(), windows.as_slice()))
     }
 }
 
 impl FromIterator<(String, Vec<Window>)> for Labels {
     fn from_iter<I: IntoIterator<Item = (String, Vec<Window>)>>(iter: I) -> Self {
-        Labels {
-            files: iter.into_iter().collect(),
-        }
+        Labels { files: iter.into_iter().collect() }
     }
 }
 
@@ -117,20 +99,11 @@ mod tests {
         assert_eq!(
             labels.windows("realKnownCause/nyc_taxi.csv").unwrap(),
             [
-                Window {
-                    start: t("2014-11-01 19:00:00"),
-                    end: t("2014-11-02 12:30:00")
-                },
-                Window {
-                    start: t("2014-10-30 15:30:00"),
-                    end: t("2014-11-01 22:30:00")
-                },
+                Window { start: t("2014-11-01 19:00:00"), end: t("2014-11-02 12:30:00") },
+                Window { start: t("2014-10-30 15:30:00"), end: t("2014-11-01 22:30:00") },
             ]
         );
-        assert_eq!(
-            labels.windows("artificialNoAnomaly/art_flatline.csv"),
-            Some(&[][..])
-        );
+        assert_eq!(labels.windows("artificialNoAnomaly/art_flatline.csv"), Some(&[][..]));
         assert_eq!(labels.windows("missing.csv"), None);
         assert_eq!(labels.iter().count(), 2);
     }
@@ -139,9 +112,6 @@ mod tests {
     fn rejects_bad_labels() {
         assert!(matches!(Labels::from_json("[]"), Err(Error::Json(_))));
         let err = Labels::from_json(r#"{"a/b.csv": [["2014-13-01 00:00:00", "x"]]}"#).unwrap_err();
-        assert!(
-            matches!(err, Error::Timestamp { ref key, .. } if key == "a/b.csv"),
-            "{err}"
-        );
+        assert!(matches!(err, Error::Timestamp { ref key, .. } if key == "a/b.csv"), "{err}");
     }
 }

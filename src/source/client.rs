@@ -75,7 +75,8 @@ impl PromClient {
                     let mut pem = read(cert)?;
                     pem.push(b'\n');
                     pem.extend(read(key)?);
-                    let identity = reqwest::Identity::from_pem(&pem).map_err(|e| cfg(format!("client certificate {}: {e}", cert.display())))?;
+                    let identity =
+                        reqwest::Identity::from_pem(&pem).map_err(|e| cfg(format!("client certificate {}: {e}", cert.display())))?;
                     builder = builder.identity(identity);
                 }
                 (None, None) => {}
@@ -137,7 +138,8 @@ impl PromClient {
             // Prometheus answers 400/422/503 with a JSON error body; keep its message.
             if !status.is_success() {
                 let text = String::from_utf8_lossy(&body);
-                let detail = serde_json::from_slice::<Answer>(&body).ok().and_then(|a| a.error).unwrap_or_else(|| text.chars().take(200).collect());
+                let detail =
+                    serde_json::from_slice::<Answer>(&body).ok().and_then(|a| a.error).unwrap_or_else(|| text.chars().take(200).collect());
                 return Err(Error::Status { code: status.as_u16(), body: detail });
             }
             decode(&body)
@@ -247,7 +249,9 @@ mod tests {
 
     #[test]
     fn decode_rejects_garbage() {
-        for body in [&b"<html>"[..], br#"{"status":"error","error":"boom"}"#, br#"{"status":"success","data":{"resultType":"vector","result":[]}}"#] {
+        for body in
+            [&b"<html>"[..], br#"{"status":"error","error":"boom"}"#, br#"{"status":"success","data":{"resultType":"vector","result":[]}}"#]
+        {
             assert!(matches!(decode(body), Err(Error::Decode(_))), "{}", String::from_utf8_lossy(body));
         }
     }
@@ -285,9 +289,16 @@ mod tests {
         if let Some((code, body)) = stub.script.lock().unwrap().pop_front() {
             return (StatusCode::from_u16(code).unwrap(), body.to_string());
         }
-        let (start, end, step): (i64, i64, i64) = (form["start"].parse().unwrap(), form["end"].parse().unwrap(), form["step"].parse().unwrap());
+        let (start, end, step): (i64, i64, i64) =
+            (form["start"].parse().unwrap(), form["end"].parse().unwrap(), form["step"].parse().unwrap());
         let values: Vec<String> = (start..=end).step_by(step as usize).map(|t| format!("[{t},\"{}\"]", t % 7)).collect();
-        (StatusCode::OK, format!(r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{"job":"x"}},"values":[{}]}}]}}}}"#, values.join(",")))
+        (
+            StatusCode::OK,
+            format!(
+                r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{"job":"x"}},"values":[{}]}}]}}}}"#,
+                values.join(",")
+            ),
+        )
     }
 
     async fn serve_stub(stub: Stub) -> String {
@@ -382,7 +393,9 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let ms = std::time::Duration::from_millis;
         // attempt: the range its delay is drawn from (the upper half below the cap)
-        for (attempt, low, high) in [(0, 200, 200), (1, 200, 400), (2, 400, 800), (3, 800, 1600), (4, 1600, 3200), (5, 2500, 5000), (30, 2500, 5000)] {
+        for (attempt, low, high) in
+            [(0, 200, 200), (1, 200, 400), (2, 400, 800), (3, 800, 1600), (4, 1600, 3200), (5, 2500, 5000), (30, 2500, 5000)]
+        {
             let delays: Vec<Duration> = (0..500).map(|_| backoff_delay(attempt, &mut rng)).collect();
             let (min, max) = (*delays.iter().min().unwrap(), *delays.iter().max().unwrap());
             assert!(min >= ms(low) && max <= ms(high), "attempt {attempt}: {min:?}..{max:?} outside {low}..{high} ms");

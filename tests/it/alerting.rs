@@ -67,7 +67,12 @@ impl Peer {
             .iter()
             .flat_map(|n| {
                 let receiver = n["receiver"].as_str().unwrap_or_default().to_string();
-                n["alerts"].as_array().cloned().unwrap_or_default().into_iter().map(move |a| (receiver.clone(), a["status"].as_str().unwrap_or_default().to_string(), a["labels"].clone()))
+                n["alerts"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |a| (receiver.clone(), a["status"].as_str().unwrap_or_default().to_string(), a["labels"].clone()))
             })
             .collect()
     }
@@ -120,13 +125,24 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 
 /// Posts `alerts` to Alertmanager's API, as Prometheus does.
 fn post_alerts(am: &Alertmanager, alerts: Value) {
-    let status = block_on(async { reqwest::Client::new().post(format!("{}/api/v2/alerts", am.url())).json(&alerts).send().await.unwrap().status() });
+    let status =
+        block_on(async { reqwest::Client::new().post(format!("{}/api/v2/alerts", am.url())).json(&alerts).send().await.unwrap().status() });
     assert!(status.is_success(), "posting alerts: {status}");
 }
 
 /// The result of the instant query `expr`.
 fn query(prom: &Prometheus, expr: &str) -> Vec<Value> {
-    let body: Value = block_on(async { reqwest::Client::new().get(format!("{}/api/v1/query", prom.url())).query(&[("query", expr)]).send().await.unwrap().json().await.unwrap() });
+    let body: Value = block_on(async {
+        reqwest::Client::new()
+            .get(format!("{}/api/v1/query", prom.url()))
+            .query(&[("query", expr)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
     assert_eq!(body["status"], "success", "query {expr}: {body}");
     body["data"]["result"].as_array().cloned().unwrap_or_default()
 }
@@ -147,7 +163,10 @@ fn alerting_rules() -> String {
 }
 
 fn is_anomaly(labels: &Value, severity: &str) -> bool {
-    labels["alertname"] == "PulsewatchAnomaly" && labels["severity"] == severity && labels["rule"] == "app_value" && labels["dataset"] == "app"
+    labels["alertname"] == "PulsewatchAnomaly"
+        && labels["severity"] == severity
+        && labels["rule"] == "app_value"
+        && labels["dataset"] == "app"
 }
 
 /// An anomaly in the application's metric reaches the webhook as a critical alert through the
@@ -187,12 +206,19 @@ fn anomaly_fires_and_resolves_through_alertmanager() {
         "groups:\n  - name: app\n    interval: 1s\n    rules:\n      - forecast: app_value\n        expr: nab_value{dataset=\"app\"}\n        model: { type: linear }\n        min_deviation: 5\n",
     )
     .unwrap();
-    let config = format!("global: {{ step: 1s, history: 30m, refit: 10m }}\nsource: {{ url: '{}', timeout: 5s }}\nrule_files: ['rules/*.yaml']\n", prom.url());
+    let config = format!(
+        "global: {{ step: 1s, history: 30m, refit: 10m }}\nsource: {{ url: '{}', timeout: 5s }}\nrule_files: ['rules/*.yaml']\n",
+        prom.url()
+    );
     let pw = Pulsewatch::start_on(pw_port, dir.path(), &config, &[]);
-    pw.wait_metrics(Duration::from_secs(60), "a score for the app series", |s| !find(s, "pulsewatch_anomaly_score", &[("rule", "app_value")]).is_empty());
+    pw.wait_metrics(Duration::from_secs(60), "a score for the app series", |s| {
+        !find(s, "pulsewatch_anomaly_score", &[("rule", "app_value")]).is_empty()
+    });
 
     peer.set(200.0);
-    peer.wait_for(Duration::from_secs(90), "firing critical on the pagerduty route", |r, s, l| r == "pagerduty" && s == "firing" && is_anomaly(l, "critical"));
+    peer.wait_for(Duration::from_secs(90), "firing critical on the pagerduty route", |r, s, l| {
+        r == "pagerduty" && s == "firing" && is_anomaly(l, "critical")
+    });
     let firing = peer.notifications();
     let (_, _, labels) = firing.iter().find(|(r, _, l)| r == "pagerduty" && is_anomaly(l, "critical")).unwrap();
     // honor_labels kept the application's job and instance on the re-exported series
@@ -201,11 +227,15 @@ fn anomaly_fires_and_resolves_through_alertmanager() {
     assert_eq!(labels["category"], "anomaly");
     // each receiver is its own aggregation group, notified on its own schedule
     for receiver in ["webhook", "slack"] {
-        peer.wait_for(Duration::from_secs(30), &format!("firing critical on the {receiver} route"), |r, s, l| r == receiver && s == "firing" && is_anomaly(l, "critical"));
+        peer.wait_for(Duration::from_secs(30), &format!("firing critical on the {receiver} route"), |r, s, l| {
+            r == receiver && s == "firing" && is_anomaly(l, "critical")
+        });
     }
 
     peer.set(normal(1));
-    peer.wait_for(Duration::from_secs(90), "resolved critical on the pagerduty route", |r, s, l| r == "pagerduty" && s == "resolved" && is_anomaly(l, "critical"));
+    peer.wait_for(Duration::from_secs(90), "resolved critical on the pagerduty route", |r, s, l| {
+        r == "pagerduty" && s == "resolved" && is_anomaly(l, "critical")
+    });
     // No warning fired, so none can have been sent, however slow its delivery. Waiting at the
     // webhook cannot show that: a late warning is indistinguishable from none. But Prometheus
     // sends Alertmanager only firing alerts (and their resolution), and every evaluation in which
@@ -213,7 +243,10 @@ fn anomaly_fires_and_resolves_through_alertmanager() {
     // notifier. So this series' ALERTS history holds every alert that was ever sent for it. The
     // critical alert must be in the same answer: it shows that the query matches this series'
     // alerts, because an empty answer would prove nothing.
-    let fired = query(&prom, r#"count by (severity) (count_over_time(ALERTS{alertname="PulsewatchAnomaly", alertstate="firing", rule="app_value", dataset="app"}[1h]))"#);
+    let fired = query(
+        &prom,
+        r#"count by (severity) (count_over_time(ALERTS{alertname="PulsewatchAnomaly", alertstate="firing", rule="app_value", dataset="app"}[1h]))"#,
+    );
     let mut severities: Vec<&str> = fired.iter().map(|s| s["metric"]["severity"].as_str().unwrap_or_default()).collect();
     severities.sort_unstable();
     assert_eq!(severities, ["critical"], "severities that fired for the app series: {fired:#?}");
@@ -241,7 +274,9 @@ fn source_down_inhibits_anomaly_alerts() {
     // the source first: Alertmanager's inhibitor learns of alerts apart from its dispatcher, so
     // an anomaly posted along with it could be flushed before the inhibitor holds it
     post_alerts(&am, json!([source_down]));
-    peer.wait_for(Duration::from_secs(30), "for the source-down alert", |r, s, l| r == "pagerduty" && s == "firing" && l["alertname"] == "PulsewatchSourceDown");
+    peer.wait_for(Duration::from_secs(30), "for the source-down alert", |r, s, l| {
+        r == "pagerduty" && s == "firing" && l["alertname"] == "PulsewatchSourceDown"
+    });
     post_alerts(&am, json!([anomaly, probe]));
     // Why seeing the probe proves the anomaly was held back, and not that it is still on its way:
     // Alertmanager notifies per aggregation group, and each flush of a group sends every alert
@@ -252,7 +287,9 @@ fn source_down_inhibits_anomaly_alerts() {
     // group's earlier ones (received before it), is the inhibition's doing. A probe in another
     // group would prove nothing, since groups flush on timers of their own.
     for receiver in ["webhook", "slack"] {
-        peer.wait_for(Duration::from_secs(30), &format!("for the probe on the {receiver} route"), |r, s, l| r == receiver && s == "firing" && l["instance"] == "probe");
+        peer.wait_for(Duration::from_secs(30), &format!("for the probe on the {receiver} route"), |r, s, l| {
+            r == receiver && s == "firing" && l["instance"] == "probe"
+        });
     }
     let seen = peer.notifications();
     assert!(!seen.iter().any(|(_, _, l)| is_the_anomaly(l)), "anomaly delivered while the source is down: {seen:#?}");
@@ -260,7 +297,9 @@ fn source_down_inhibits_anomaly_alerts() {
     let mut resolved = source_down.clone();
     resolved["endsAt"] = json!(chrono::Utc::now().to_rfc3339());
     post_alerts(&am, json!([resolved, anomaly]));
-    peer.wait_for(Duration::from_secs(30), "for the anomaly after the source recovered", |r, s, l| r == "slack" && s == "firing" && is_the_anomaly(l));
+    peer.wait_for(Duration::from_secs(30), "for the anomaly after the source recovered", |r, s, l| {
+        r == "slack" && s == "firing" && is_the_anomaly(l)
+    });
 }
 
 /// One read of Alertmanager's `/api/v2/alerts`: each alert's labels, fingerprint and
@@ -273,7 +312,11 @@ fn inhibitions(am: &Alertmanager) -> Vec<(Value, String, Vec<String>)> {
         .into_iter()
         .map(|a| {
             let by = a["status"]["inhibitedBy"].as_array().cloned().unwrap_or_default();
-            (a["labels"].clone(), a["fingerprint"].as_str().unwrap().to_string(), by.iter().map(|f| f.as_str().unwrap().to_string()).collect())
+            (
+                a["labels"].clone(),
+                a["fingerprint"].as_str().unwrap().to_string(),
+                by.iter().map(|f| f.as_str().unwrap().to_string()).collect(),
+            )
         })
         .collect()
 }
@@ -330,7 +373,8 @@ fn shipped_inhibit_rules() {
         labels[name] = json!(value);
         labels
     };
-    let down = json!({ "alertname": "PulsewatchDown", "severity": "critical", "category": "health", "job": "pulsewatch", "instance": "pw1" });
+    let down =
+        json!({ "alertname": "PulsewatchDown", "severity": "critical", "category": "health", "job": "pulsewatch", "instance": "pw1" });
     let source_down = with(&down, "alertname", "PulsewatchSourceDown");
     let anomaly = json!({ "alertname": "PulsewatchAnomaly", "severity": "critical", "category": "anomaly", "rule": "latency", "job": "api", "instance": "a" });
     let memory = json!({ "alertname": "PulsewatchMemoryExhaustedIn1h", "severity": "warning", "category": "capacity", "rule": "node_memory_available", "horizon": "1h", "job": "node", "instance": "n1" });
@@ -346,10 +390,23 @@ fn shipped_inhibit_rules() {
     // rule may decide them
     let in4h = json!({ "alertname": "PulsewatchFilesystemFullIn4h", "severity": "critical", "category": "capacity", "rule": "node_filesystem_avail", "horizon": "4h", "job": "node", "instance": "n1", "device": "sda1", "fstype": "ext4", "mountpoint": "/" });
     let in24h = with(&with(&with(&in4h, "alertname", "PulsewatchFilesystemFullIn24h"), "severity", "warning"), "horizon", "24h");
-    let (other_mountpoint, other_device, other_instance) = (with(&in24h, "mountpoint", "/data"), with(&in24h, "device", "sdb1"), with(&in24h, "instance", "n2"));
-    post_alerts(&am, json!([resolved(&source_down), { "labels": in4h }, { "labels": in24h }, { "labels": other_mountpoint }, { "labels": other_device }, { "labels": other_instance }]));
+    let (other_mountpoint, other_device, other_instance) =
+        (with(&in24h, "mountpoint", "/data"), with(&in24h, "device", "sdb1"), with(&in24h, "instance", "n2"));
+    post_alerts(
+        &am,
+        json!([resolved(&source_down), { "labels": in4h }, { "labels": in24h }, { "labels": other_mountpoint }, { "labels": other_device }, { "labels": other_instance }]),
+    );
     assert_inhibitions(
         &am,
-        &[(&in24h, Some(&in4h)), (&other_mountpoint, None), (&other_device, None), (&other_instance, None), (&in4h, None), (&anomaly, None), (&memory, None), (&failing, None)],
+        &[
+            (&in24h, Some(&in4h)),
+            (&other_mountpoint, None),
+            (&other_device, None),
+            (&other_instance, None),
+            (&in4h, None),
+            (&anomaly, None),
+            (&memory, None),
+            (&failing, None),
+        ],
     );
 }

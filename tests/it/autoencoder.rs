@@ -30,7 +30,8 @@ fn anomaly_rule(name: &str, expr: &str, step: &str, model: &str) -> String {
 
 fn write_rules(dir: &Path, interval: &str, rules: &[String]) {
     std::fs::create_dir_all(dir.join("rules/models")).unwrap();
-    std::fs::write(dir.join("rules/ae.yaml"), format!("groups:\n  - name: ae\n    interval: {interval}\n    rules:\n{}", rules.concat())).unwrap();
+    std::fs::write(dir.join("rules/ae.yaml"), format!("groups:\n  - name: ae\n    interval: {interval}\n    rules:\n{}", rules.concat()))
+        .unwrap();
 }
 
 fn config(prom: &Prometheus) -> String {
@@ -58,7 +59,8 @@ fn committed_models_score_the_machine_failure_above_1_and_normal_days_below() {
     // outside NAB's labelled windows, the last of them hours before the labelled failure
     // (2014-02-07 14:55 – 2014-02-09 14:05); and rows inside it, as the machine cools down: the
     // score crosses 1 in between.
-    let normal: Vec<usize> = ["2013-12-04 12:00", "2013-12-08 12:00", "2014-02-04 12:00", "2014-02-07 12:00"].iter().map(|t| row(&timestamps, t)).collect();
+    let normal: Vec<usize> =
+        ["2013-12-04 12:00", "2013-12-08 12:00", "2014-02-04 12:00", "2014-02-07 12:00"].iter().map(|t| row(&timestamps, t)).collect();
     let failing: Vec<usize> = ["2014-02-08 12:00", "2014-02-08 14:00", "2014-02-08 16:00"].iter().map(|t| row(&timestamps, t)).collect();
     let cut = |kind: &str, at: usize| Backfill {
         labels: vec![("dataset".into(), "machine".into()), ("kind".into(), kind.into()), ("cut".into(), at.to_string())],
@@ -69,16 +71,28 @@ fn committed_models_score_the_machine_failure_above_1_and_normal_days_below() {
 
     let dir = tempfile::tempdir().unwrap();
     let expr = r#"nab_value{dataset="machine"}"#;
-    write_rules(dir.path(), "2s", &[anomaly_rule("machine_dense", expr, "5m", "dense.onnx"), anomaly_rule("machine_lstm", expr, "5m", "lstm.onnx")]);
+    write_rules(
+        dir.path(),
+        "2s",
+        &[anomaly_rule("machine_dense", expr, "5m", "dense.onnx"), anomaly_rule("machine_lstm", expr, "5m", "lstm.onnx")],
+    );
     for kind in ["dense", "lstm"] {
-        std::fs::copy(repo(&format!("examples/autoencoder/models/machine_temperature_{kind}.onnx")), dir.path().join(format!("rules/models/{kind}.onnx"))).unwrap();
+        std::fs::copy(
+            repo(&format!("examples/autoencoder/models/machine_temperature_{kind}.onnx")),
+            dir.path().join(format!("rules/models/{kind}.onnx")),
+        )
+        .unwrap();
     }
     let pw = Pulsewatch::start(dir.path(), &config(&prom), &[]);
     let n = series.len();
-    let samples = pw.wait_metrics(Duration::from_secs(120), "scores of every cut by both rules", |s| find(s, "pulsewatch_anomaly_score", &[]).len() == 2 * n);
+    let samples = pw.wait_metrics(Duration::from_secs(120), "scores of every cut by both rules", |s| {
+        find(s, "pulsewatch_anomaly_score", &[]).len() == 2 * n
+    });
 
     for rule in ["machine_dense", "machine_lstm"] {
-        let score = |kind: &str| -> Vec<f64> { find(&samples, "pulsewatch_anomaly_score", &[("rule", rule), ("kind", kind)]).iter().map(|s| s.value).collect() };
+        let score = |kind: &str| -> Vec<f64> {
+            find(&samples, "pulsewatch_anomaly_score", &[("rule", rule), ("kind", kind)]).iter().map(|s| s.value).collect()
+        };
         let (normal, failing) = (score("normal"), score("failing"));
         assert!(normal.iter().all(|&v| v < 1.0), "{rule}: normal days {normal:?}");
         assert!(failing.iter().all(|&v| v > 1.0), "{rule}: the failure {failing:?}");
@@ -129,12 +143,15 @@ fn broken_models_fail_only_their_rule_and_replaced_models_are_used() {
     std::fs::copy(fixture("lstm_no_initial_state.onnx"), models.join("panics.onnx")).unwrap();
 
     let mut pw = Pulsewatch::start(dir.path(), &config(&prom), &[]);
-    let good = |value: f64| move |s: &[Sample]| find(s, "pulsewatch_anomaly_score", &[("rule", "good")]).first().is_some_and(|s| s.value == value);
+    let good =
+        |value: f64| move |s: &[Sample]| find(s, "pulsewatch_anomaly_score", &[("rule", "good")]).first().is_some_and(|s| s.value == value);
     let samples = pw.wait_metrics(Duration::from_secs(60), "the good rule's score", good(9.0));
     assert_eq!(find(&samples, "pulsewatch_reconstruction_error", &[("rule", "good")])[0].value, 9.0);
     // every broken rule has failed at least once by now; the good one never
     let samples = pw.wait_metrics(Duration::from_secs(30), "a failure of every broken rule", |s| {
-        broken.iter().all(|(name, _, _)| find(s, "pulsewatch_rule_evaluation_failures_total", &[("rule", name)]).first().is_some_and(|f| f.value >= 1.0))
+        broken.iter().all(|(name, _, _)| {
+            find(s, "pulsewatch_rule_evaluation_failures_total", &[("rule", name)]).first().is_some_and(|f| f.value >= 1.0)
+        })
     });
     assert_eq!(find(&samples, "pulsewatch_rule_evaluation_failures_total", &[("rule", "good")])[0].value, 0.0);
     assert_eq!(find(&samples, "pulsewatch_anomaly_score", &[]).len(), 1, "only the good rule scores");
@@ -169,8 +186,12 @@ fn broken_models_fail_only_their_rule_and_replaced_models_are_used() {
     rules.pop();
     write_rules(dir.path(), "1s", &rules);
     let evaluations = |s: &[Sample]| find(s, "pulsewatch_rule_evaluations_total", &[("rule", "good")])[0].value;
-    let reloaded = pw.wait_metrics(Duration::from_secs(30), "the reload", |s| find(s, "pulsewatch_rule_evaluations_total", &[("rule", "tract_panics")]).is_empty());
-    let samples = pw.wait_metrics(Duration::from_secs(30), "the restarted group's evaluations", |s| evaluations(s) >= evaluations(&reloaded) + 2.0 && good(2.25)(s));
+    let reloaded = pw.wait_metrics(Duration::from_secs(30), "the reload", |s| {
+        find(s, "pulsewatch_rule_evaluations_total", &[("rule", "tract_panics")]).is_empty()
+    });
+    let samples = pw.wait_metrics(Duration::from_secs(30), "the restarted group's evaluations", |s| {
+        evaluations(s) >= evaluations(&reloaded) + 2.0 && good(2.25)(s)
+    });
     assert_eq!(find(&samples, "pulsewatch_config_last_reload_successful", &[])[0].value, 1.0);
     assert_eq!(loads(&pw), before, "{}", pw.log());
 }
@@ -178,16 +199,31 @@ fn broken_models_fail_only_their_rule_and_replaced_models_are_used() {
 #[test]
 fn check_rules_loads_every_model() {
     let dir = tempfile::tempdir().unwrap();
-    write_rules(dir.path(), "1m", &[anomaly_rule("good", "up", "1m", "good.onnx"), anomaly_rule("unsupported_op", "up", "1m", "op.onnx"), anomaly_rule("missing", "up", "1m", "missing.onnx")]);
+    write_rules(
+        dir.path(),
+        "1m",
+        &[
+            anomaly_rule("good", "up", "1m", "good.onnx"),
+            anomaly_rule("unsupported_op", "up", "1m", "op.onnx"),
+            anomaly_rule("missing", "up", "1m", "missing.onnx"),
+        ],
+    );
     let models = dir.path().join("rules/models");
     std::fs::copy(repo("tests/data/models/zero_w4_c1.onnx"), models.join("good.onnx")).unwrap();
     std::fs::copy(repo("tests/data/models/unsupported_op.onnx"), models.join("op.onnx")).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pulsewatch")).args(["check", "rules"]).arg(dir.path().join("rules/ae.yaml")).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
+        .args(["check", "rules"])
+        .arg(dir.path().join("rules/ae.yaml"))
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("ae.yaml")).collect();
     assert_eq!(lines.len(), 2, "{stderr}");
-    assert!(lines[0].contains(r#"group "ae", rule 2, "unsupported_op": model file "#) && lines[0].contains("PulsewatchNoSuchOp"), "{stderr}");
+    assert!(
+        lines[0].contains(r#"group "ae", rule 2, "unsupported_op": model file "#) && lines[0].contains("PulsewatchNoSuchOp"),
+        "{stderr}"
+    );
     assert!(lines[1].contains(r#"rule 3, "missing""#) && lines[1].contains("missing.onnx: reading"), "{stderr}");
 }
 
@@ -211,7 +247,20 @@ fn export_windows_from_a_csv_file() {
     // 2013-12-02 21:15 to 21:15 + 99 steps: 100 rows, so 100 - 31 windows of 32
     let start = "2013-12-02T21:15:00Z";
     let end = (chrono::DateTime::parse_from_rfc3339(start).unwrap() + chrono::Duration::minutes(5 * 99)).to_rfc3339();
-    let args = ["--rules", rules.to_str().unwrap(), "--rule", "machine_temperature_lstm", "--csv", data.to_str().unwrap(), "--start", start, "--end", &end, "--out", out.to_str().unwrap()];
+    let args = [
+        "--rules",
+        rules.to_str().unwrap(),
+        "--rule",
+        "machine_temperature_lstm",
+        "--csv",
+        data.to_str().unwrap(),
+        "--start",
+        start,
+        "--end",
+        &end,
+        "--out",
+        out.to_str().unwrap(),
+    ];
     let result = export_windows(&args);
     assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
     let (header, rows) = read_csv(&out);
@@ -236,9 +285,22 @@ fn export_windows_from_a_csv_file() {
     assert_eq!(read_csv(&out).1.len(), 7);
     let forecast = dir.path().join("f.yaml");
     std::fs::write(&forecast, "groups:\n  - name: g\n    rules:\n      - forecast: f\n        expr: up\n").unwrap();
-    let result = export_windows(&["--rules", forecast.to_str().unwrap(), "--csv", data.to_str().unwrap(), "--window", "4", "--out", out.to_str().unwrap()]);
+    let result = export_windows(&[
+        "--rules",
+        forecast.to_str().unwrap(),
+        "--csv",
+        data.to_str().unwrap(),
+        "--window",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(result.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&result.stderr).contains(r#"rule "f" is a forecast rule"#), "{}", String::from_utf8_lossy(&result.stderr));
+    assert!(
+        String::from_utf8_lossy(&result.stderr).contains(r#"rule "f" is a forecast rule"#),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
 }
 
 #[test]
@@ -266,11 +328,15 @@ fn export_windows_joins_channels_from_prometheus() {
     .unwrap();
     let out = dir.path().join("w.csv");
     let (start, end) = ((end - 9 * 60).to_string(), end.to_string());
-    let base = ["--rules", rules.to_str().unwrap(), "--source", &prom.url(), "--start", &start, "--end", &end, "--out", out.to_str().unwrap()];
+    let base =
+        ["--rules", rules.to_str().unwrap(), "--source", &prom.url(), "--start", &start, "--end", &end, "--out", out.to_str().unwrap()];
     // without --window, the missing model is named
     let result = export_windows(&base);
     assert_eq!(result.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&result.stderr).contains("pass --window") && String::from_utf8_lossy(&result.stderr).contains("missing.onnx"));
+    assert!(
+        String::from_utf8_lossy(&result.stderr).contains("pass --window")
+            && String::from_utf8_lossy(&result.stderr).contains("missing.onnx")
+    );
 
     let result = export_windows(&[&base[..], &["--window", "3"]].concat());
     assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));

@@ -23,16 +23,22 @@ fn dataset_outputs_and_determinism() {
     let run = backtest(&["--dataset", data("").to_str().unwrap(), "--out", out.path().to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
-    for key in ["artificialNoAnomaly/art_daily_small_noise.csv", "artificialWithAnomaly/art_daily_jumpsup.csv", "realKnownCause/nyc_taxi.csv"] {
+    for key in
+        ["artificialNoAnomaly/art_daily_small_noise.csv", "artificialWithAnomaly/art_daily_jumpsup.csv", "realKnownCause/nyc_taxi.csv"]
+    {
         assert!(stdout.lines().any(|l| l.starts_with(key)), "{key} missing from:\n{stdout}");
     }
     for profile in ["standard", "reward_low_FP_rate", "reward_low_FN_rate"] {
-        let line = stdout.lines().find(|l| l.starts_with(&format!("NAB {profile} "))).unwrap_or_else(|| panic!("no NAB {profile} line:\n{stdout}"));
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("NAB {profile} ")))
+            .unwrap_or_else(|| panic!("no NAB {profile} line:\n{stdout}"));
         let score: f64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
         assert!((-100.0..=100.0).contains(&score), "{line}");
     }
     // the jump is detected: the jumpsup line has tp 1, fn 0
-    let jumps: Vec<&str> = stdout.lines().find(|l| l.starts_with("artificialWithAnomaly/art_daily_jumpsup.csv")).unwrap().split_whitespace().collect();
+    let jumps: Vec<&str> =
+        stdout.lines().find(|l| l.starts_with("artificialWithAnomaly/art_daily_jumpsup.csv")).unwrap().split_whitespace().collect();
     assert_eq!((jumps[4], jumps[6]), ("1", "0"), "{jumps:?}");
 
     let input: Vec<String> = read(&data("artificialWithAnomaly/art_daily_jumpsup.csv")).lines().map(String::from).collect();
@@ -61,7 +67,14 @@ fn dataset_outputs_and_determinism() {
 
     let again = tempfile::tempdir().unwrap();
     let csv = data("artificialWithAnomaly/art_daily_jumpsup.csv");
-    let run = backtest(&["--csv", csv.to_str().unwrap(), "--labels", data("labels.json").to_str().unwrap(), "--out", again.path().to_str().unwrap()]);
+    let run = backtest(&[
+        "--csv",
+        csv.to_str().unwrap(),
+        "--labels",
+        data("labels.json").to_str().unwrap(),
+        "--out",
+        again.path().to_str().unwrap(),
+    ]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     for file in ["points.csv", "nab.csv", "svg"] {
         let name = format!("artificialWithAnomaly/art_daily_jumpsup.{file}");
@@ -82,7 +95,8 @@ fn bad_input_says_where() {
     // labels are checked against the rows before any replay: a window edge that is no row's time
     let good = data("artificialWithAnomaly/art_daily_jumpsup.csv");
     let labels = dir.path().join("labels.json");
-    std::fs::write(&labels, r#"{"artificialWithAnomaly/art_daily_jumpsup.csv": [["2014-04-10 16:17:00", "2014-04-12 01:45:00"]]}"#).unwrap();
+    std::fs::write(&labels, r#"{"artificialWithAnomaly/art_daily_jumpsup.csv": [["2014-04-10 16:17:00", "2014-04-12 01:45:00"]]}"#)
+        .unwrap();
     let run = backtest(&["--csv", good.to_str().unwrap(), "--labels", labels.to_str().unwrap()]);
     assert_eq!(run.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&run.stderr);
@@ -91,14 +105,19 @@ fn bad_input_says_where() {
 
     // a model that does not fit the data's spacing: a season shorter than the 5m rows
     let short = dir.path().join("short.yaml");
-    std::fs::write(&short, "groups:\n  - name: g\n    rules:\n      - { forecast: a, expr: x, step: 1m, model: { type: seasonal_naive, season: 2m } }\n").unwrap();
+    std::fs::write(
+        &short,
+        "groups:\n  - name: g\n    rules:\n      - { forecast: a, expr: x, step: 1m, model: { type: seasonal_naive, season: 2m } }\n",
+    )
+    .unwrap();
     let run = backtest(&["--rules", short.to_str().unwrap(), "--csv", good.to_str().unwrap()]);
     assert_eq!(run.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("artificialWithAnomaly/art_daily_jumpsup.csv: at its step of 5m"), "{stderr}");
 
     let rules = dir.path().join("two.yaml");
-    std::fs::write(&rules, "groups:\n  - name: g\n    rules:\n      - { forecast: a, expr: x }\n      - { forecast: b, expr: y }\n").unwrap();
+    std::fs::write(&rules, "groups:\n  - name: g\n    rules:\n      - { forecast: a, expr: x }\n      - { forecast: b, expr: y }\n")
+        .unwrap();
     let run = backtest(&["--rules", rules.to_str().unwrap(), "--csv", csv.to_str().unwrap()]);
     assert_eq!(run.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&run.stderr).contains("the rule file has 2 rules: pick one with --rule"));
@@ -115,10 +134,25 @@ fn prometheus_range_replays_like_the_csv() {
     let prom = Prometheus::start(&[Backfill { labels: vec![("dataset".into(), "jumpsup".into())], values }], end);
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("r.yaml");
-    std::fs::write(&rules, "groups:\n  - name: g\n    rules:\n      - forecast: jumps\n        expr: nab_value{dataset=\"jumpsup\"}\n        step: 5m\n").unwrap();
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: g\n    rules:\n      - forecast: jumps\n        expr: nab_value{dataset=\"jumpsup\"}\n        step: 5m\n",
+    )
+    .unwrap();
     let (start, end) = ((end - (rows as i64 - 1) * 300).to_string(), end.to_string());
     let from_prom = dir.path().join("prom");
-    let run = backtest(&["--rules", rules.to_str().unwrap(), "--source", &prom.url(), "--start", &start, "--end", &end, "--out", from_prom.to_str().unwrap()]);
+    let run = backtest(&[
+        "--rules",
+        rules.to_str().unwrap(),
+        "--source",
+        &prom.url(),
+        "--start",
+        &start,
+        "--end",
+        &end,
+        "--out",
+        from_prom.to_str().unwrap(),
+    ]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
 
     let csv = dir.path().join("jumps.csv");
@@ -191,17 +225,28 @@ fn readme_figures_for_nab_dev_hold() {
     let (flagged, false_runs) = (number_before(" of the 26 windows are flagged"), number_before(" runs of flagged rows outside"));
 
     let dataset = root.join("../shared/datasets/nab-dev");
-    assert!(dataset.join("labels.json").is_file(), "{} is missing: the project's shared data sets sit beside the repository", dataset.display());
+    assert!(
+        dataset.join("labels.json").is_file(),
+        "{} is missing: the project's shared data sets sit beside the repository",
+        dataset.display()
+    );
     let run = backtest(&["--dataset", dataset.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
     let score = |profile: &str| -> f64 {
-        let line = stdout.lines().find(|l| l.starts_with(&format!("NAB {profile} "))).unwrap_or_else(|| panic!("no NAB {profile} line:\n{stdout}"));
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("NAB {profile} ")))
+            .unwrap_or_else(|| panic!("no NAB {profile} line:\n{stdout}"));
         line.split_whitespace().nth(2).unwrap().parse().unwrap()
     };
     let measured = [score("standard"), score("reward_low_FP_rate"), score("reward_low_FN_rate")];
     assert_eq!(measured.to_vec(), stated, "NAB scores (standard, reward_low_FP, reward_low_FN) against the README's");
     let total: Vec<&str> = stdout.lines().find(|l| l.starts_with("total ")).unwrap().split_whitespace().collect();
-    assert_eq!((total[4].parse::<usize>().unwrap(), total[5].parse::<usize>().unwrap()), (flagged, false_runs), "windows flagged and false runs at score >= 1: {total:?}");
+    assert_eq!(
+        (total[4].parse::<usize>().unwrap(), total[5].parse::<usize>().unwrap()),
+        (flagged, false_runs),
+        "windows flagged and false runs at score >= 1: {total:?}"
+    );
     assert_eq!(total[4].parse::<usize>().unwrap() + total[6].parse::<usize>().unwrap(), 26, "26 windows");
 }

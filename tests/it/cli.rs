@@ -41,8 +41,15 @@ fn check_rules_reports_all_semantic_problems() {
     let f = file.display();
     let lines: Vec<String> = text(&out.stderr).lines().map(String::from).collect();
     assert_eq!(lines[0], "  FAILED:");
-    assert!(lines[1].starts_with(&format!("{f}:5:")) && lines[1].contains("group \"node\", rule 1, \"cpu\": could not parse expression"), "{lines:#?}");
-    assert!(lines[2].starts_with(&format!("{f}:7:")) && lines[2].ends_with("group \"node\", rule 2, \"load\": band 1.5 must be between 0 and 1 (exclusive)"), "{lines:#?}");
+    assert!(
+        lines[1].starts_with(&format!("{f}:5:")) && lines[1].contains("group \"node\", rule 1, \"cpu\": could not parse expression"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[2].starts_with(&format!("{f}:7:"))
+            && lines[2].ends_with("group \"node\", rule 2, \"load\": band 1.5 must be between 0 and 1 (exclusive)"),
+        "{lines:#?}"
+    );
     assert!(lines.iter().any(|l| l.starts_with(&format!("{f}:10:")) && l.contains("group name is not unique")), "{lines:#?}");
     assert!(lines.iter().any(|l| l.contains("invalid cron \"every minute\"")), "{lines:#?}");
 }
@@ -73,7 +80,11 @@ fn check_config_rejects_a_rule_name_used_twice() {
     let config = dir.path().join("c.yml");
     std::fs::write(&config, "source: { url: 'http://x' }\nrule_files: ['*.yaml']\n").unwrap();
     for name in ["a", "b"] {
-        std::fs::write(dir.path().join(format!("{name}.yaml")), format!("groups:\n  - name: {name}\n    rules:\n      - forecast: cpu\n        expr: up\n")).unwrap();
+        std::fs::write(
+            dir.path().join(format!("{name}.yaml")),
+            format!("groups:\n  - name: {name}\n    rules:\n      - forecast: cpu\n        expr: up\n"),
+        )
+        .unwrap();
     }
     let out = pulsewatch(&["check", "config", config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));

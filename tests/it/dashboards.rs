@@ -99,7 +99,9 @@ fn sample_dashboard() -> Value {
 #[test]
 fn dashboards_checker_rejects_mistakes() {
     let known_names: BTreeSet<String> =
-        ["pulsewatch_anomaly_score", "pulsewatch_yhat_lower", "pulsewatch_yhat_upper", "pulsewatch_rule_evaluations_total"].map(String::from).into();
+        ["pulsewatch_anomaly_score", "pulsewatch_yhat_lower", "pulsewatch_yhat_upper", "pulsewatch_rule_evaluations_total"]
+            .map(String::from)
+            .into();
     let known = |n: &str| known_names.contains(n) || prometheus_own_metric(n);
     let names_errors = |d: &Value| check_metric_names("sample.json", d, &known, &known_names);
 
@@ -201,18 +203,24 @@ fn dashboards_work_against_pulsewatch_and_prometheus() {
         ));
     }
     std::fs::write(dir.path().join("rules/nab.yaml"), rules).unwrap();
-    let config =
-        format!("global: {{ step: 5m, history: 10d }}\nsource: {{ url: '{}', timeout: 5s, retries: 2 }}\nrule_files: ['rules/*.yaml']\n", prom.url());
+    let config = format!(
+        "global: {{ step: 5m, history: 10d }}\nsource: {{ url: '{}', timeout: 5s, retries: 2 }}\nrule_files: ['rules/*.yaml']\n",
+        prom.url()
+    );
     let pw = Pulsewatch::start(dir.path(), &config, &[]);
     pw.wait_metrics(Duration::from_secs(240), "forecasts of every series", |s| find(s, "pulsewatch_forecast", &[]).len() == 2 * n);
 
     // The names pulsewatch exports, from its own exposition.
-    let (status, body) = request("GET", &format!("{}/metrics", pw.url()), &[("Accept", "application/openmetrics-text; version=1.0.0")]).unwrap();
+    let (status, body) =
+        request("GET", &format!("{}/metrics", pw.url()), &[("Accept", "application/openmetrics-text; version=1.0.0")]).unwrap();
     assert_eq!(status, 200);
     let exported = exported_names(&body);
-    for family in
-        ["pulsewatch_anomaly_score", "pulsewatch_forecast_upper", "pulsewatch_rule_evaluation_duration_seconds_bucket", "process_cpu_seconds_total"]
-    {
+    for family in [
+        "pulsewatch_anomaly_score",
+        "pulsewatch_forecast_upper",
+        "pulsewatch_rule_evaluation_duration_seconds_bucket",
+        "process_cpu_seconds_total",
+    ] {
         assert!(exported.contains(family), "{family} not derived from /metrics: {exported:?}");
     }
 
@@ -237,8 +245,14 @@ fn dashboards_work_against_pulsewatch_and_prometheus() {
         assert!(began.elapsed() < Duration::from_secs(90), "Prometheus never had {ready:?}; pulsewatch log:\n{}", pw.log());
         std::thread::sleep(Duration::from_millis(500));
     }
-    let in_prometheus: BTreeSet<String> =
-        api.get("/api/v1/label/__name__/values", &[]).unwrap().as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let in_prometheus: BTreeSet<String> = api
+        .get("/api/v1/label/__name__/values", &[])
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
     let known = |name: &str| (exported.contains(name) || prometheus_own_metric(name)) && in_prometheus.contains(name);
 
     let mut errs = Vec::new();

@@ -27,7 +27,11 @@ async fn tls_and_basic_auth() {
     let dir = tempfile::tempdir().unwrap();
     self_signed(dir.path());
     let hash = bcrypt::hash("s3cret", 4).unwrap();
-    std::fs::write(dir.path().join("web.yml"), format!("tls_server_config: {{ cert_file: cert.pem, key_file: key.pem }}\nbasic_auth_users: {{ prom: '{hash}' }}\n")).unwrap();
+    std::fs::write(
+        dir.path().join("web.yml"),
+        format!("tls_server_config: {{ cert_file: cert.pem, key_file: key.pem }}\nbasic_auth_users: {{ prom: '{hash}' }}\n"),
+    )
+    .unwrap();
     let web = dir.path().join("web.yml");
     let pw = Pulsewatch::spawn(dir.path(), "source: { url: 'http://127.0.0.1:1' }\n", &["--web.config.file", web.to_str().unwrap()]);
     let url = format!("https://127.0.0.1:{}", pw.port);
@@ -54,7 +58,10 @@ async fn tls_and_basic_auth() {
 
     // The source client trusts exactly the CA it is given.
     let source = |extra: &str| -> SourceConfig {
-        serde_saphyr::from_str(&format!("url: '{url}'\nretries: 0\nbasic_auth: {{ username: prom, password: {{ value: s3cret }} }}\n{extra}")).unwrap()
+        serde_saphyr::from_str(&format!(
+            "url: '{url}'\nretries: 0\nbasic_auth: {{ username: prom, password: {{ value: s3cret }} }}\n{extra}"
+        ))
+        .unwrap()
     };
     let ca = format!("tls_config: {{ ca_file: '{}' }}", dir.path().join("cert.pem").display());
     let trusted = PromClient::new(&source(&ca)).unwrap();
@@ -81,7 +88,24 @@ fn ca_signed(dir: &std::path::Path) {
     for (who, san, usage) in [("server", "IP:127.0.0.1", "serverAuth"), ("client", "DNS:client", "clientAuth")] {
         let (san, usage) = (format!("subjectAltName={san}"), format!("extendedKeyUsage={usage}"));
         let (key, cert) = (format!("{who}-key.pem"), format!("{who}.pem"));
-        openssl(&["-subj", &format!("/CN={who}"), "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-addext", &san, "-addext", "basicConstraints=critical,CA:FALSE", "-addext", &usage, "-keyout", &key, "-out", &cert]);
+        openssl(&[
+            "-subj",
+            &format!("/CN={who}"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-addext",
+            &san,
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            &usage,
+            "-keyout",
+            &key,
+            "-out",
+            &cert,
+        ]);
     }
 }
 
@@ -123,7 +147,10 @@ async fn source_client_certificates_and_insecure_skip_verify() {
     ca_signed(dir.path());
     let url = mutual_tls_stub(dir.path());
     let path = |name: &str| dir.path().join(name).display().to_string();
-    let client = |tls: &str| PromClient::new(&serde_saphyr::from_str(&format!("url: '{url}'\nretries: 0\ntimeout: 5s\ntls_config: {{ {tls} }}\n")).unwrap()).unwrap();
+    let client = |tls: &str| {
+        PromClient::new(&serde_saphyr::from_str(&format!("url: '{url}'\nretries: 0\ntimeout: 5s\ntls_config: {{ {tls} }}\n")).unwrap())
+            .unwrap()
+    };
     let identity = format!("cert_file: '{}', key_file: '{}'", path("client.pem"), path("client-key.pem"));
 
     let answer = client(&format!("ca_file: '{}', {identity}", path("ca.pem"))).query_range("up", 60, 60, 60).await;

@@ -60,7 +60,9 @@ pub(crate) fn check_dashboard(file: &str, d: &Value) -> Vec<String> {
     }
     match vars.iter().find(|v| v.kind == "datasource") {
         Some(v) if v.name == "datasource" && v.query == "prometheus" => {}
-        Some(v) => err(format!("data source variable ${} must be named `datasource` and have query `prometheus`, has {:?}", v.name, v.query)),
+        Some(v) => {
+            err(format!("data source variable ${} must be named `datasource` and have query `prometheus`, has {:?}", v.name, v.query))
+        }
         None => err("no data source variable (type `datasource`, query `prometheus`)".into()),
     }
     let values = static_values(&vars);
@@ -78,7 +80,9 @@ pub(crate) fn check_dashboard(file: &str, d: &Value) -> Vec<String> {
                         VarQuery::QueryResult(e) => Some(e),
                     };
                     if let Some(expr) = expr {
-                        match substitute(&expr, &vars, &earlier).and_then(|e| promql_parser::parser::parse(&e).map_err(|err| format!("{e}: {err}"))) {
+                        match substitute(&expr, &vars, &earlier)
+                            .and_then(|e| promql_parser::parser::parse(&e).map_err(|err| format!("{e}: {err}")))
+                        {
                             Err(e) => err(format!("variable ${}: {e}", v.name)),
                             Ok(parsed) if matches!(q_kind(&v.query), "label_values") && !matches!(parsed, Expr::VectorSelector(_)) => {
                                 err(format!("variable ${}: label_values takes a series selector, not {parsed}", v.name))

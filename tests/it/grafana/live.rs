@@ -88,7 +88,8 @@ pub(crate) fn check_live(api: &PromApi, d: &Value) -> Vec<String> {
                         params.push(("match[]", substitute(s, &vars, &values)?));
                     }
                     let got = api.get(&format!("/api/v1/label/{label}/values"), &params)?;
-                    let mut got: Vec<String> = got.as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)).collect();
+                    let mut got: Vec<String> =
+                        got.as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)).collect();
                     if got.is_empty() {
                         let Some(s) = &selector else { return Err(format!("label_values: no series has label {label}")) };
                         let carried = api.get("/api/v1/labels", &[("match[]", substitute(s, &vars, &values)?)])?;
@@ -101,7 +102,8 @@ pub(crate) fn check_live(api: &PromApi, d: &Value) -> Vec<String> {
                     let expr = substitute(&expr, &vars, &values)?;
                     let mut out = Vec::new();
                     for s in api.instant(&expr)? {
-                        let text = query_result_text(&labels_of(&s), s["value"][1].as_str().unwrap_or(""), s["value"][0].as_f64().unwrap_or(0.0));
+                        let text =
+                            query_result_text(&labels_of(&s), s["value"][1].as_str().unwrap_or(""), s["value"][0].as_f64().unwrap_or(0.0));
                         if let Some(value) = apply_regex(&v.regex, &text)? {
                             if !out.contains(&value) {
                                 out.push(value);
@@ -115,8 +117,11 @@ pub(crate) fn check_live(api: &PromApi, d: &Value) -> Vec<String> {
         };
         match options {
             Ok(options) if !options.is_empty() => {
-                let cur =
-                    if v.include_all { Current { values: options, all: true } } else { Current { values: vec![options[0].clone()], all: false } };
+                let cur = if v.include_all {
+                    Current { values: options, all: true }
+                } else {
+                    Current { values: vec![options[0].clone()], all: false }
+                };
                 values.insert(v.name.clone(), cur);
             }
             Ok(_) => errs.push(format!("variable ${} has no values", v.name)),
@@ -137,7 +142,12 @@ pub(crate) fn check_live(api: &PromApi, d: &Value) -> Vec<String> {
         let answer = if t.instant {
             api.instant(&expr)
         } else {
-            let params = [("query", expr.clone()), ("start", (now - 600).to_string()), ("end", (now + 7200).to_string()), ("step", "15".to_string())];
+            let params = [
+                ("query", expr.clone()),
+                ("start", (now - 600).to_string()),
+                ("end", (now + 7200).to_string()),
+                ("step", "15".to_string()),
+            ];
             api.get("/api/v1/query_range", &params).map(|d| d["result"].as_array().cloned().unwrap_or_default())
         };
         let result = match answer {

@@ -72,7 +72,11 @@ pub(crate) fn var_refs(text: &str) -> Vec<VarRef> {
             if let Some(close) = text[end..].find("]]").map(|c| end + c) {
                 let rest = &text[end..close];
                 if end > i + 2 && (rest.is_empty() || rest.starts_with(':')) {
-                    out.push(VarRef { name: text[i + 2..end].to_string(), format: rest.strip_prefix(':').map(str::to_string), range: i..close + 2 });
+                    out.push(VarRef {
+                        name: text[i + 2..end].to_string(),
+                        format: rest.strip_prefix(':').map(str::to_string),
+                        range: i..close + 2,
+                    });
                     i = close + 2;
                     continue;
                 }
@@ -133,7 +137,9 @@ pub(crate) fn render(var: &Variable, cur: &Current, format: Option<&str>) -> Res
         Some("regex") => alternation(),
         Some(other) => return Err(format!("variable format :{other} is not one these checks know")),
         // The Prometheus data source's own interpolation (`interpolateQueryExpr`).
-        None if !var.multi && !var.include_all => cur.values.first().cloned().unwrap_or_default().replace('\\', "\\\\").replace('\'', "\\\\'"),
+        None if !var.multi && !var.include_all => {
+            cur.values.first().cloned().unwrap_or_default().replace('\\', "\\\\").replace('\'', "\\\\'")
+        }
         None if cur.values.len() == 1 => regex_escape(&cur.values[0]),
         None => alternation(),
     })
@@ -207,7 +213,11 @@ pub(crate) fn query_result_text(metric: &BTreeMap<String, String>, value: &str, 
 /// a typical series.
 pub(crate) fn static_values(vars: &[Variable]) -> BTreeMap<String, Current> {
     let sample = query_result_text(
-        &BTreeMap::from([("__name__".into(), "pulsewatch_anomaly_score".into()), ("instance".into(), "1h".into()), ("rule".into(), "1h".into())]),
+        &BTreeMap::from([
+            ("__name__".into(), "pulsewatch_anomaly_score".into()),
+            ("instance".into(), "1h".into()),
+            ("rule".into(), "1h".into()),
+        ]),
         "1.5",
         1.7e9,
     );
@@ -215,7 +225,9 @@ pub(crate) fn static_values(vars: &[Variable]) -> BTreeMap<String, Current> {
         .map(|v| {
             let value = match v.kind.as_str() {
                 "datasource" => "prometheus".to_string(),
-                "query" if v.query.trim_start().starts_with("query_result") => apply_regex(&v.regex, &sample).ok().flatten().unwrap_or_default(),
+                "query" if v.query.trim_start().starts_with("query_result") => {
+                    apply_regex(&v.regex, &sample).ok().flatten().unwrap_or_default()
+                }
                 "custom" | "interval" => v.query.split(',').next().unwrap_or("").trim().to_string(),
                 "query" => "1h".to_string(),
                 _ => v.query.clone(),
@@ -232,8 +244,9 @@ pub(crate) fn substitute(text: &str, vars: &[Variable], values: &BTreeMap<String
             return Ok(v.to_string());
         }
         let var = vars.iter().find(|v| v.name == r.name).ok_or_else(|| format!("${} is not defined", r.name))?;
-        let cur =
-            values.get(&r.name).ok_or_else(|| format!("${} has no value (it did not resolve, or is defined after the variable using it)", r.name))?;
+        let cur = values
+            .get(&r.name)
+            .ok_or_else(|| format!("${} has no value (it did not resolve, or is defined after the variable using it)", r.name))?;
         render(var, cur, r.format.as_deref())
     })
 }
