@@ -51,7 +51,8 @@ pub(crate) fn datasets_dir() -> PathBuf {
 pub(crate) fn end_away_from_grid_boundary() -> i64 {
     loop {
         let now = unix_now();
-        if now % 300 < 180 {
+        // Not on the grid itself either: the first evaluation would then score the newest sample.
+        if (1..180).contains(&(now % 300)) {
             return now;
         }
         std::thread::sleep(Duration::from_secs(1));
@@ -341,4 +342,106 @@ pub(crate) fn parse(body: &str) -> Vec<Sample> {
 
 pub(crate) fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Vec<&'a Sample> {
     samples.iter().filter(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))).collect()
+}
+
+/// One HTTP request seen by a [`RecordingProxy`]: its path and its parameters, from the query
+/// string and the form body, decoded.
+#[derive(Clone, Debug)]
+pub(crate) struct ProxiedRequest {
+    pub(crate) path: String,
+    pub(crate) params: Vec<(String, String)>,
+}
+
+impl ProxiedRequest {
+    /// The first parameter called `name`.
+    pub(crate) fn param(&self, name: &str) -> Option<&str> {
+        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A TCP proxy on loopback in front of `127.0.0.1:upstream`: it forwards the bytes unchanged
+/// both ways and records every HTTP/1.1 request a client sends (keep-alive connections too;
+/// bodies must have a `content-length`, as reqwest's forms do), before forwarding it. Tests count
+/// with it what the sidecar asked its source.
+pub(crate) struct RecordingProxy {
+    pub(crate) port: u16,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<ProxiedRequest>>>,
+}
+
+impl RecordingProxy {
+    pub(crate) fn start(upstream: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        // Lives as long as the test process, like `garbage_server` in e2e.rs.
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                // Upstream down: dropping the client fails its request, as Prometheus down would.
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+                let seen = seen.clone();
+                std::thread::spawn(move || relay(client, server, &seen));
+            }
+        });
+        Self { port, requests }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every request so far, in the order they were sent.
+    pub(crate) fn requests(&self) -> Vec<ProxiedRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn relay(mut client: std::net::TcpStream, mut server: std::net::TcpStream, seen: &std::sync::Mutex<Vec<ProxiedRequest>>) {
+    use std::io::Read;
+    let (Ok(mut client_out), Ok(mut server_in)) = (client.try_clone(), server.try_clone()) else { return };
+    let answers = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut server_in, &mut client_out);
+        let _ = client_out.shutdown(std::net::Shutdown::Write);
+    });
+    let mut pending = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match client.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        while let Some((request, used)) = parse_request(&pending) {
+            seen.lock().unwrap().push(request);
+            pending.drain(..used);
+        }
+        if server.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = server.shutdown(std::net::Shutdown::Write);
+    let _ = answers.join();
+}
+
+/// The first complete request in `buf`, and how many bytes it took.
+fn parse_request(buf: &[u8]) -> Option<(ProxiedRequest, usize)> {
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&buf[..head_end]);
+    let mut lines = head.split("\r\n");
+    let target = lines.next()?.split(' ').nth(1)?.to_string();
+    let length: usize = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .map_or(0, |(_, v)| v.trim().parse().unwrap_or(0));
+    if buf.len() < head_end + length {
+        return None;
+    }
+    let body = String::from_utf8_lossy(&buf[head_end..head_end + length]);
+    let decode = |url: &str| -> Vec<(String, String)> {
+        reqwest::Url::parse(url).map(|u| u.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect()).unwrap_or_default()
+    };
+    let url = reqwest::Url::parse(&format!("http://proxy{target}")).ok()?;
+    let mut params = decode(url.as_str());
+    params.extend(decode(&format!("http://proxy/?{body}")));
+    Some((ProxiedRequest { path: url.path().to_string(), params }, head_end + length))
 }
