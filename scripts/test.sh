@@ -6,8 +6,11 @@ cd "$(dirname "$0")/.."
 bash scripts/install-prometheus.sh
 # Builds are heavy: keep them outside the clone so that repeated runs reuse them.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pulsewatch/target}"
+# Formatting and lints first: they fail in seconds, the build takes minutes.
+cargo fmt --check
 cargo test --all-targets --locked
 cargo test --doc --locked
+cargo clippy --all-targets --all-features --locked -- -D warnings
 # The shipped alerting rules load and pass their unit tests; the demo's Prometheus config loads.
 promtool check rules rules/*.yml
 promtool test rules rules/tests/*.yml
