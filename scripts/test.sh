@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install-prometheus.sh
 # Builds are heavy: keep them outside the clone so that repeated runs reuse them.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pulsewatch/target}"
-# Formatting and lints first: they fail in seconds, the build takes minutes.
+# Formatting first: it fails in seconds, the build takes minutes. Lints after the tests.
 cargo fmt --check
 cargo test --all-targets --locked
 cargo test --doc --locked
