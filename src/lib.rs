@@ -14,6 +14,7 @@
 //! - [`engine`]: one task per group, rule evaluation, reload semantics.
 //! - [`exporter`]: the atomically swapped snapshot `/metrics` encodes, and self-monitoring.
 //! - [`http`]: the HTTP endpoints, TLS and basic auth.
+//! - [`files`]: reading the files a configuration names (regular files only, size caps).
 //! - [`watch`]: debounced directory watches that trigger reloads.
 //! - [`backtest`]: replaying recorded data through a rule on a simulated clock, and scoring it.
 //! - [`nab`]: the Numenta Anomaly Benchmark's scoring.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod detector;
 pub mod engine;
 pub mod exporter;
+pub mod files;
 pub mod http;
 pub mod models;
 /// NAB (Numenta Anomaly Benchmark) scoring of anomaly scores against labelled windows.

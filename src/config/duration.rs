@@ -32,7 +32,17 @@ pub enum DurationError {
         /// What was given.
         text: String,
     },
+    /// Longer than any schedule, history or horizon can use.
+    #[error("duration {text:?} is longer than 10 years")]
+    TooLong {
+        /// What was given.
+        text: String,
+    },
 }
+
+/// The longest duration accepted: far beyond any useful interval, history or horizon, and small
+/// enough that seconds, nanoseconds and instants computed from it never overflow.
+const MAX_SECS: u64 = 10 * 365 * 86_400;
 
 impl Duration {
     /// Parses `text`; zero and negative durations are rejected.
@@ -44,6 +54,9 @@ impl Duration {
         let value = humantime::parse_duration(trimmed).map_err(|cause| DurationError::Invalid { text: trimmed.to_string(), cause })?;
         if value.is_zero() {
             return Err(DurationError::Zero { text: trimmed.to_string() });
+        }
+        if value.as_secs() > MAX_SECS {
+            return Err(DurationError::TooLong { text: trimmed.to_string() });
         }
         Ok(Self { value, text: trimmed.to_string() })
     }
@@ -111,6 +124,10 @@ mod tests {
     #[test]
     fn rejects_zero_and_garbage() {
         assert!(matches!(Duration::parse("0s"), Err(DurationError::Zero { .. })));
+        // refit: 9223372036854775807s overflowed the seconds arithmetic
+        assert!(matches!(Duration::parse("9223372036854775807s"), Err(DurationError::TooLong { .. })));
+        assert!(matches!(Duration::parse("11y"), Err(DurationError::TooLong { .. })));
+        assert_eq!(Duration::parse("3650d").unwrap().secs(), 10 * 365 * 86_400);
         assert!(Duration::parse("0s").unwrap_err().to_string().contains("greater than zero"));
         assert!(Duration::parse("5 parsecs").unwrap_err().to_string().contains("invalid duration \"5 parsecs\""));
         assert!(Duration::parse("").is_err());

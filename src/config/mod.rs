@@ -20,7 +20,7 @@ pub use error::{Problem, Problems};
 pub use model::{ModelError, ModelSpec};
 pub use rules::{Anomaly, Channel, DetectorSpec, Direction, Forecast, GroupKey, Rule, RuleGroup, RuleKind};
 pub use schedule::{CronError, CronSchedule, Schedule};
-pub use source::{BasicAuth, Secret, SecretError, SourceConfig, TlsConfig};
+pub use source::{redact_url, BasicAuth, Secret, SecretError, SourceConfig, TlsConfig};
 
 /// The main configuration file.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -84,20 +84,31 @@ pub struct Loaded {
     pub groups: Vec<RuleGroup>,
 }
 
+/// Most fits at once: far beyond any machine's cores (each fit takes one), and within what a
+/// semaphore can count.
+const MAX_CONCURRENT_FITS: usize = 4096;
+
 /// Reads the main config file.
 ///
 /// # Errors
 /// Every problem with the file, located.
 pub fn load_config(path: &Path) -> Result<Config, Problems> {
-    let text = std::fs::read_to_string(path).map_err(|err| Problems::one(Problem::file(path, format!("reading config file: {err}"))))?;
+    let text = crate::files::read_to_string(path, crate::files::MAX_CONFIG_BYTES)
+        .map_err(|err| Problems::one(Problem::file(path, format!("reading config file: {err}"))))?;
     let config: Config = serde_saphyr::from_str(&text).map_err(|err| Problems::one(Problem::yaml(path, &err)))?;
     let mut problems = Problems::default();
     let here = |msg: String| Problem::file(path, msg);
+    if config.global.max_concurrent_fits > MAX_CONCURRENT_FITS {
+        problems.push(here(format!("global max_concurrent_fits {} is more than {MAX_CONCURRENT_FITS}", config.global.max_concurrent_fits)));
+    }
+    if config.global.evaluation_interval.get() < std::time::Duration::from_secs(1) {
+        problems.push(here(format!("global evaluation_interval {} is shorter than 1s", config.global.evaluation_interval)));
+    }
     if !(config.global.band > 0.0 && config.global.band < 1.0) {
         problems.push(here(format!("global band {} must be between 0 and 1", config.global.band)));
     }
     if let Err(err) = reqwest::Url::parse(&config.source.url) {
-        problems.push(here(format!("source url {:?}: {err}", config.source.url)));
+        problems.push(here(format!("source url {:?}: {err}", source::redact_url(&config.source.url))));
     }
     for pattern in &config.rule_files {
         if let Err(err) = glob::Pattern::new(pattern) {
@@ -163,9 +174,24 @@ pub fn expand_rule_files(config_path: &Path, patterns: &[String]) -> Result<Vec<
         let full = if Path::new(pattern).is_absolute() { PathBuf::from(pattern) } else { base.join(pattern) };
         // Hidden entries are never rule files; Kubernetes keeps ConfigMap copies in `..data/`.
         let options = glob::MatchOptions { require_literal_leading_dot: true, ..Default::default() };
-        match glob::glob_with(&full.to_string_lossy(), options) {
-            Ok(paths) => files.extend(paths.filter_map(Result::ok)),
-            Err(err) => problems.push(Problem::file(config_path, format!("rule_files pattern {pattern:?}: {err}"))),
+        let paths = match glob::glob_with(&full.to_string_lossy(), options) {
+            Ok(paths) => paths,
+            Err(err) => {
+                problems.push(Problem::file(config_path, format!("rule_files pattern {pattern:?}: {err}")));
+                continue;
+            }
+        };
+        let before = files.len();
+        for path in paths {
+            match path {
+                Ok(path) => files.push(path),
+                // A directory that cannot be read would silently drop its rules and their models.
+                Err(err) => problems.push(Problem::file(config_path, format!("rule_files pattern {pattern:?}: {err}"))),
+            }
+        }
+        // A path without wildcards names one file: its absence is a mistake, not an empty match.
+        if files.len() == before && !pattern.contains(['*', '?', '[']) {
+            problems.push(Problem::file(config_path, format!("rule file {} does not exist", full.display())));
         }
     }
     files.sort();
@@ -213,6 +239,17 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_literal_rule_file_is_a_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("pulsewatch.yml");
+        let err = expand_rule_files(&config, &["rules/node.yaml".into()]).unwrap_err().to_string();
+        assert!(err.contains("rules/node.yaml does not exist"), "{err}");
+        // a glob that matches nothing is an empty set, as in Prometheus
+        assert_eq!(expand_rule_files(&config, &["rules/*.yaml".into()]).unwrap(), Vec::<PathBuf>::new());
+        // an unreadable directory: tests/it/cli.rs, as a user other than root
+    }
+
+    #[test]
     fn problems_from_all_rule_files_are_collected() {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a.yaml");
@@ -234,6 +271,26 @@ mod tests {
         }
         let problems = load_rule_files(&files, &Defaults::default()).unwrap_err().to_string();
         assert!(problems.contains("rule name \"cpu\" is already used in group \"g\""), "{problems}");
+    }
+
+    #[test]
+    fn numbers_run_time_cannot_use_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yml");
+        // 2^61 fits panicked when the semaphore was made
+        std::fs::write(&path, "source: { url: 'http://x' }\nglobal: { max_concurrent_fits: 2305843009213693952, evaluation_interval: 100ms }\n").unwrap();
+        let err = load_config(&path).unwrap_err().to_string();
+        assert!(err.contains("max_concurrent_fits 2305843009213693952 is more than 4096"), "{err}");
+        assert!(err.contains("evaluation_interval 100ms is shorter than 1s"), "{err}");
+    }
+
+    #[test]
+    fn credentials_in_an_invalid_url_are_not_echoed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yml");
+        std::fs::write(&path, "source: { url: 'http://admin:hunter2@[bad' }\n").unwrap();
+        let err = load_config(&path).unwrap_err().to_string();
+        assert!(err.contains("source url \"http://<redacted>@[bad\"") && !err.contains("hunter2"), "{err}");
     }
 
     #[test]

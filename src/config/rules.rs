@@ -243,7 +243,8 @@ impl Rule {
 /// # Errors
 /// All problems in the file, each with its location.
 pub fn load_file(path: &Path, defaults: &Defaults) -> Result<Vec<RuleGroup>, Problems> {
-    let text = std::fs::read_to_string(path).map_err(|err| Problems::one(Problem::file(path, format!("reading rule file: {err}"))))?;
+    let text = crate::files::read_to_string(path, crate::files::MAX_CONFIG_BYTES)
+        .map_err(|err| Problems::one(Problem::file(path, format!("reading rule file: {err}"))))?;
     parse(path, &text, defaults)
 }
 
@@ -279,6 +280,10 @@ pub fn parse(path: &Path, text: &str, defaults: &Defaults) -> Result<Vec<RuleGro
                     None
                 }
             },
+            (Some(interval), None) if interval.get() < std::time::Duration::from_secs(1) => {
+                problems.push(at(line).msg(format!("interval {interval} is shorter than 1s")));
+                None
+            }
             (Some(interval), None) => Some(Schedule::Interval(interval)),
             (None, None) => Some(Schedule::Interval(defaults.evaluation_interval.clone())),
         };
@@ -342,13 +347,65 @@ fn validate_rule(rule: RuleConfig, base: &Path, defaults: &Defaults) -> Result<R
     }
 }
 
-/// Pushes an error if `expr` is empty or does not parse.
+/// Longest expression accepted, in bytes.
+const MAX_EXPR_BYTES: usize = 64 << 10;
+/// Deepest nesting of parentheses, brackets and braces accepted: the parser recurses once per
+/// level, and a hostile file must not overflow the stack.
+const MAX_EXPR_DEPTH: usize = 256;
+/// Most operators accepted (label matchers count too): the parser's time grows with the square
+/// of a chain's length (5,000 terms took 0.2 s here, 40,000 took 9 s).
+const MAX_EXPR_OPERATORS: usize = 2_000;
+
+/// Pushes an error if `expr` is empty, too large to parse safely, or does not parse.
 fn check_expr(expr: &str, what: &str, errs: &mut Vec<String>) {
     if expr.trim().is_empty() {
         errs.push(format!("{what} is empty"));
+    } else if let Err(why) = expr_within_limits(expr) {
+        errs.push(format!("{what} {why}"));
     } else if let Err(err) = promql_parser::parser::parse(expr) {
         errs.push(format!("could not parse {what}: {}", err.trim()));
     }
+}
+
+/// Checks the size, nesting and operator count of a PromQL text without parsing it.
+fn expr_within_limits(expr: &str) -> Result<(), String> {
+    if expr.len() > MAX_EXPR_BYTES {
+        return Err(format!("is {} bytes long; at most {MAX_EXPR_BYTES} are accepted", expr.len()));
+    }
+    let (mut depth, mut deepest, mut operators) = (0usize, 0usize, 0usize);
+    let mut chars = expr.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            // Strings: skip to the closing quote (backquoted ones have no escapes).
+            '"' | '\'' | '`' => {
+                while let Some(d) = chars.next() {
+                    if d == '\\' && c != '`' {
+                        chars.next();
+                    } else if d == c {
+                        break;
+                    }
+                }
+            }
+            '#' => {
+                chars.find(|&d| d == '\n');
+            }
+            '(' | '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            '+' | '-' | '*' | '/' | '%' | '^' | '<' | '>' | '=' | '!' => operators += 1,
+            _ => {}
+        }
+    }
+    operators += expr.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|w| matches!(*w, "and" | "or" | "unless")).count();
+    if deepest > MAX_EXPR_DEPTH {
+        return Err(format!("nests {deepest} levels deep; at most {MAX_EXPR_DEPTH} are accepted"));
+    }
+    if operators > MAX_EXPR_OPERATORS {
+        return Err(format!("has {operators} operators; at most {MAX_EXPR_OPERATORS} are accepted"));
+    }
+    Ok(())
 }
 
 fn validate_forecast(rule: RuleConfig, step: &Duration, defaults: &Defaults, errs: &mut Vec<String>) -> Option<Forecast> {
@@ -572,6 +629,34 @@ groups:
         }
         let groups = load(&rule("        min_deviation: 3\n")).unwrap();
         assert_eq!(groups[0].rules[0].forecast().unwrap().min_deviation, 3.0);
+    }
+
+    #[test]
+    fn expressions_too_large_to_parse_safely_are_refused_before_parsing() {
+        let rule = |expr: &str| format!("groups:\n  - name: g\n    rules:\n      - forecast: a\n        expr: '{expr}'\n");
+        // 200,000 nested parentheses overflowed the stack of the parser
+        let deep = format!("{}up{}", "(".repeat(200_000), ")".repeat(200_000));
+        let err = load(&rule(&deep)).unwrap_err().to_string();
+        assert!(err.contains("r.yaml:4:") && err.contains("expression is 400002 bytes long; at most 65536"), "{}", &err[..err.len().min(300)]);
+        let deep = format!("{}up{}", "(".repeat(300), ")".repeat(300));
+        assert!(load(&rule(&deep)).unwrap_err().to_string().contains("expression nests 300 levels deep; at most 256"));
+        let nested = format!("{}up{}", "(".repeat(200), ")".repeat(200));
+        assert!(load(&rule(&nested)).is_ok(), "200 levels parse");
+        // a chain of 40,000 terms took 9 s to parse
+        let chain = format!("up{}", " + up".repeat(5_000));
+        assert!(load(&rule(&chain)).unwrap_err().to_string().contains("expression has 5000 operators; at most 2000"));
+        let chain = format!("up{}", " or up".repeat(1_500));
+        assert!(load(&rule(&chain)).is_ok());
+        // what strings and comments hold does not count
+        let matchers = format!("up{{job=\"{}\"}}", "((((+".repeat(1_000));
+        assert!(load(&rule(&matchers)).is_ok());
+    }
+
+    #[test]
+    fn intervals_under_a_second_are_refused() {
+        let err = load("groups:\n  - name: g\n    interval: 1ns\n    rules: []\n").unwrap_err().to_string();
+        assert!(err.contains("r.yaml:2:") && err.contains("interval 1ns is shorter than 1s"), "{err}");
+        assert!(load("groups:\n  - name: g\n    interval: 1s\n    rules: []\n").is_ok());
     }
 
     #[test]

@@ -34,12 +34,23 @@ impl Schedule {
     }
 }
 
-/// A cron expression that did not parse.
+/// A cron expression that cannot schedule a group.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid cron {text:?}: {cause}")]
-pub struct CronError {
-    text: String,
-    cause: croner::errors::CronError,
+pub enum CronError {
+    /// croner refused it.
+    #[error("invalid cron {text:?}: {cause}")]
+    Invalid {
+        /// The expression.
+        text: String,
+        /// croner's reason.
+        cause: croner::errors::CronError,
+    },
+    /// More than 6 fields (croner would read a seventh as a year).
+    #[error("invalid cron {0:?}: 5 fields, or 6 with seconds first")]
+    Fields(String),
+    /// No date matches it (`0 0 30 2 *`).
+    #[error("cron {0:?} never fires")]
+    Never(String),
 }
 
 /// A parsed cron expression; two are equal when their text is.
@@ -69,10 +80,20 @@ impl CronSchedule {
     /// # Errors
     /// croner's description of what is wrong.
     pub fn parse(text: &str) -> Result<Self, CronError> {
-        match CronParser::builder().seconds(Seconds::Optional).build().parse(text) {
-            Ok(cron) => Ok(Self { text: text.to_string(), cron }),
-            Err(cause) => Err(CronError { text: text.to_string(), cause }),
+        if text.split_whitespace().count() > 6 {
+            return Err(CronError::Fields(text.to_string()));
         }
+        let cron = CronParser::builder()
+            .seconds(Seconds::Optional)
+            .build()
+            .parse(text)
+            .map_err(|cause| CronError::Invalid { text: text.to_string(), cause })?;
+        let schedule = Self { text: text.to_string(), cron };
+        // croner gives up after searching some years ahead: a date that never comes.
+        if schedule.next_after(&Utc::now()).is_none() {
+            return Err(CronError::Never(text.to_string()));
+        }
+        Ok(schedule)
     }
 
     /// The next run strictly after `after`.
@@ -120,6 +141,10 @@ mod tests {
         assert!(gap > 2.0 * 86400.0, "{gap}");
         let err = CronSchedule::parse("61 * * * *").unwrap_err().to_string();
         assert!(err.starts_with("invalid cron \"61 * * * *\": "), "{err}");
+        assert!(matches!(CronSchedule::parse("0 0 30 2 *"), Err(CronError::Never(_))));
+        assert!(matches!(CronSchedule::parse("0 0 31 4 *"), Err(CronError::Never(_))));
+        assert!(CronSchedule::parse("0 0 29 2 *").is_ok(), "leap days come");
+        assert!(matches!(CronSchedule::parse("* * * * * * *"), Err(CronError::Fields(_))));
         let at = DateTime::parse_from_rfc3339("2026-01-01T00:02:30Z").unwrap().with_timezone(&Utc);
         assert_eq!(cron("*/5 * * * *").next_after(&at).unwrap().to_rfc3339(), "2026-01-01T00:05:00+00:00");
         assert_eq!(cron("*/5 * * * *"), cron("*/5 * * * *"));

@@ -38,6 +38,17 @@ pub struct SourceConfig {
     pub headers: BTreeMap<String, String>,
 }
 
+/// `url` with any `user:password@` replaced by `<redacted>@`, for messages and logs: a URL
+/// that carries credentials must not leak them in an error.
+pub fn redact_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
+    match url[start..authority_end].rfind('@') {
+        Some(at) => format!("{}<redacted>@{}", &url[..start], &url[start + at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 impl SourceConfig {
     /// A source at `url` with every other setting at its default (the command line's
     /// `--source URL`).
@@ -106,7 +117,7 @@ impl Secret {
     pub fn resolve(&self) -> Result<String, SecretError> {
         match (&self.value, &self.file, &self.env) {
             (Some(value), None, None) => Ok(value.clone()),
-            (None, Some(file), None) => std::fs::read_to_string(file)
+            (None, Some(file), None) => crate::files::read_to_string(file, crate::files::MAX_SECRET_BYTES)
                 .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
                 .map_err(|cause| SecretError::File { path: file.clone(), cause }),
             (None, None, Some(var)) => std::env::var(var).map_err(|_| SecretError::Env(var.clone())),
@@ -161,5 +172,19 @@ mod tests {
         assert!(missing.resolve().unwrap_err().to_string().contains("PULSEWATCH_UNSET_VAR"));
         let both = Secret { value: Some("x".into()), file: None, env: Some("Y".into()) };
         assert!(matches!(both.resolve(), Err(SecretError::Ambiguous)));
+    }
+
+    #[test]
+    fn credentials_in_urls_are_redacted() {
+        let cases = [
+            ("http://u:p@prom:9090/x?a=b", "http://<redacted>@prom:9090/x?a=b"),
+            ("https://user@host", "https://<redacted>@host"),
+            ("u:p@w@host/path@x", "<redacted>@host/path@x"),
+            ("http://prom:9090/a@b", "http://prom:9090/a@b"),
+            ("not a url", "not a url"),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(redact_url(url), expected, "{url}");
+        }
     }
 }

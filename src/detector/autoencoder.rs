@@ -76,7 +76,7 @@ impl Autoencoder {
         let error = |cause: LoadCause| LoadError { path: path.to_path_buf(), cause };
         // Read into memory rather than let tract map the file: a model replaced in place
         // while mapped would fault the process.
-        let bytes = std::fs::read(path).map_err(|err| error(LoadCause::Read(err.to_string())))?;
+        let bytes = crate::files::read(path, crate::files::MAX_MODEL_BYTES).map_err(|err| error(LoadCause::Read(err.to_string())))?;
         Self::from_bytes(&bytes).map_err(error)
     }
 

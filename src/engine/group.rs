@@ -223,6 +223,16 @@ mod tests {
         assert_eq!(snapshot.groups[&group.key].missed, 0);
     }
 
+    /// The longest interval a rule file can hold schedules without overflowing: the group waits.
+    #[tokio::test(start_paused = true)]
+    async fn a_ten_year_interval_waits_without_panicking() {
+        let exporter = Exporter::default();
+        let ctx = crate::engine::testing::context(FakeSource::default(), &exporter, Clock::following_tokio(1_767_225_600.0));
+        let group = group("groups: [{ name: g, interval: 3650d, rules: [{ forecast: r, expr: up, model: { type: linear } }] }]");
+        let snapshot = run_for(&group, ctx, Duration::from_secs(86_400)).await;
+        assert_eq!(snapshot.rules.values().next().unwrap().status.evaluations, 0);
+    }
+
     /// A cron run that overruns the next cron times skips them and counts them.
     #[tokio::test(start_paused = true)]
     async fn overrunning_cron_runs_skip_and_count() {

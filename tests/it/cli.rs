@@ -119,3 +119,37 @@ fn daemon_refuses_invalid_config() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("r.yaml:4:9: group \"g\", rule 1, \"x\": could not parse expression"), "{}", text(&out.stderr));
 }
+
+/// A rule directory the process cannot read fails `check config` (and so a reload) instead of
+/// loading no rules. Root reads every directory, so this runs the check as `nobody`.
+#[test]
+fn an_unreadable_rule_directory_is_an_error_not_an_empty_set() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // nobody cannot enter root's home, where the build is: run it from here (a link, or a copy
+    // across file systems)
+    let binary = dir.path().join("pulsewatch");
+    if std::fs::hard_link(env!("CARGO_BIN_EXE_pulsewatch"), &binary).is_err() {
+        std::fs::copy(env!("CARGO_BIN_EXE_pulsewatch"), &binary).unwrap();
+    }
+    std::fs::write(dir.path().join("pulsewatch.yml"), "source: { url: 'http://127.0.0.1:9090' }\nrule_files: ['rules/*.yaml']\n").unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::write(dir.path().join("rules/a.yaml"), "groups: []\n").unwrap();
+    let check = || {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&binary)
+            .args(["check", "config", dir.path().join("pulsewatch.yml").to_str().unwrap()])
+            .output()
+            .expect("setpriv (util-linux) runs the check as another user")
+    };
+    let readable = check();
+    assert_eq!(readable.status.code(), Some(0), "{}{}", text(&readable.stdout), text(&readable.stderr));
+    std::fs::set_permissions(dir.path().join("rules"), std::fs::Permissions::from_mode(0o300)).unwrap();
+    let unreadable = check();
+    std::fs::set_permissions(dir.path().join("rules"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(unreadable.status.code(), Some(1), "{}{}", text(&unreadable.stdout), text(&unreadable.stderr));
+    let stderr = text(&unreadable.stderr);
+    assert!(stderr.contains("rule_files pattern \"rules/*.yaml\"") && stderr.contains("ermission denied"), "{stderr}");
+}
