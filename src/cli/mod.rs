@@ -114,7 +114,11 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             init_logging(cli.log_level, cli.log_format);
             log_panics();
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(run::daemon(cli))?;
+            let result = runtime.block_on(run::daemon(cli));
+            // The daemon drained within the grace period; a fit still running on a blocking
+            // thread must not hold the exit.
+            runtime.shutdown_background();
+            result?;
             Ok(EXIT_OK)
         }
     }

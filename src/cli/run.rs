@@ -32,36 +32,59 @@ struct Daemon {
     metrics: Metrics,
     watch_tx: mpsc::Sender<()>,
     watch: Option<watch::Watch>,
+    /// The digest of the files the running configuration was loaded from.
+    digest: u64,
+}
+
+/// What asked for a reload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trigger {
+    /// SIGHUP or `/-/reload`: reload whatever the files hold, as Prometheus does.
+    Request,
+    /// The file watch: reload only if a file's content changed.
+    Watch,
 }
 
 impl Daemon {
     /// Validates everything first; only a fully valid configuration replaces the running one.
-    async fn reload(&mut self) -> Result<(), ReloadError> {
-        let result = self.try_reload().await;
-        self.metrics.reloaded(result.is_ok(), Clock::System.now());
+    async fn reload(&mut self, trigger: Trigger) -> Result<(), ReloadError> {
+        tracing::debug!(?trigger, "reloading");
+        let result = self.try_reload(trigger).await;
         match &result {
-            Ok(()) => tracing::info!(file = %self.config_file.display(), "configuration reloaded"),
+            Ok(false) => tracing::debug!(file = %self.config_file.display(), "files saved without a change, not reloaded"),
+            Ok(true) => tracing::info!(file = %self.config_file.display(), "configuration reloaded"),
             Err(err) => {
                 tracing::error!(file = %self.config_file.display(), error = %err, "reload failed, keeping the running configuration")
             }
         }
-        result
+        if result.as_ref().map_or(true, |reloaded| *reloaded) {
+            self.metrics.reloaded(result.is_ok(), Clock::System.now());
+        }
+        result.map(|_| ())
     }
 
-    async fn try_reload(&mut self) -> Result<(), ReloadError> {
-        let loaded = config::load(&self.config_file)?;
+    /// Whether the configuration was replaced.
+    async fn try_reload(&mut self, trigger: Trigger) -> Result<bool, ReloadError> {
+        // Parsing a large rule file takes a while: off the runtime, so that signals and
+        // scrapes are served meanwhile.
+        let file = self.config_file.clone();
+        let loaded = tokio::task::spawn_blocking(move || config::load(&file)).await.map_err(|e| ReloadError::Panicked(e.to_string()))??;
+        if trigger == Trigger::Watch && loaded.digest == self.digest {
+            return Ok(false);
+        }
         // Rebuilt every time, so rotated token, password and certificate files are re-read.
         let client = PromClient::new(&loaded.config.source)?;
         *self.manager.context().source.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(client);
         self.rewatch(&loaded.config.rule_files);
         self.manager.update(loaded.groups).await;
-        Ok(())
+        self.digest = loaded.digest;
+        Ok(true)
     }
 
     fn rewatch(&mut self, patterns: &[String]) {
         let dirs = watch::directories(&self.config_file, patterns);
         self.watch = None;
-        match watch::start(&dirs, self.watch_tx.clone()) {
+        match watch::start(&dirs, watch::Relevant::new(&self.config_file, patterns), self.watch_tx.clone()) {
             Ok(w) => self.watch = Some(w),
             Err(err) => tracing::warn!(error = %err, "cannot watch rule directories; reload with SIGHUP or /-/reload"),
         }
@@ -101,6 +124,7 @@ pub(super) async fn daemon(cli: Cli) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         watch_tx,
         watch: None,
+        digest: loaded.digest,
     };
     daemon.rewatch(&loaded.config.rule_files);
     daemon.manager.update(loaded.groups).await;
@@ -111,7 +135,9 @@ pub(super) async fn daemon(cli: Cli) -> anyhow::Result<()> {
     let state =
         AppState { registry: Arc::new(registry), exporter, reload: cli.enable_lifecycle.then_some(reload_tx), ready: ready.clone() };
     let local = listener.local_addr()?;
-    let http_token = root.child_token();
+    // Not a child of `root`: the listener stays open while the groups drain, so that `/-/ready`
+    // answers 503 and scrapes still get the last outputs.
+    let http_token = CancellationToken::new();
     let server = tokio::spawn(http::serve(http::router(state), listener, web, http_token.clone()));
     tracing::info!(address = %local, config = %cli.config_file.display(), version = env!("CARGO_PKG_VERSION"), "pulsewatch started");
 
@@ -119,15 +145,25 @@ pub(super) async fn daemon(cli: Cli) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     loop {
-        tokio::select! {
+        let (trigger, reply) = tokio::select! {
             _ = terminate.recv() => { tracing::info!("received SIGTERM, shutting down"); break }
             _ = interrupt.recv() => { tracing::info!("received SIGINT, shutting down"); break }
-            _ = hangup.recv() => { let _ = daemon.reload().await; }
-            Some(()) = watch_rx.recv() => { let _ = daemon.reload().await; }
-            Some(reply) = reload_rx.recv() => { let _ = reply.send(daemon.reload().await); }
+            _ = hangup.recv() => (Trigger::Request, None),
+            Some(()) = watch_rx.recv() => (Trigger::Watch, None),
+            Some(reply) = reload_rx.recv() => (Trigger::Request, Some(reply)),
             result = server_done(&server) => {
                 return Err(anyhow!("HTTP server stopped: {result}"));
             }
+        };
+        // A reload waits for the evaluations in flight (a slow query, a long fit): a signal
+        // meanwhile still stops the process.
+        let outcome = tokio::select! {
+            outcome = daemon.reload(trigger) => outcome,
+            _ = terminate.recv() => { tracing::info!("received SIGTERM during a reload, shutting down"); break }
+            _ = interrupt.recv() => { tracing::info!("received SIGINT during a reload, shutting down"); break }
+        };
+        if let Some(reply) = reply {
+            let _ = reply.send(outcome);
         }
     }
 
@@ -143,7 +179,8 @@ pub(super) async fn daemon(cli: Cli) -> anyhow::Result<()> {
         tracing::warn!(grace = ?cli.grace_period, "in-flight evaluations did not finish in the grace period");
     }
     http_token.cancel();
-    let _ = server.await;
+    // Open connections get a moment to finish their request, not the grace period again.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), server).await;
     tracing::info!("pulsewatch stopped");
     Ok(())
 }
@@ -202,8 +239,14 @@ mod tests {
             clock: Clock::System,
         });
         let (watch_tx, _watch_rx) = mpsc::channel(1);
-        let mut daemon =
-            Daemon { config_file, manager: RuleManager::new(ctx.clone(), CancellationToken::new()), metrics, watch_tx, watch: None };
+        let mut daemon = Daemon {
+            config_file,
+            manager: RuleManager::new(ctx.clone(), CancellationToken::new()),
+            metrics,
+            watch_tx,
+            watch: None,
+            digest: loaded.digest,
+        };
         let query = || async {
             let source = ctx.source.read().unwrap().clone();
             source.query_range("up", 0, 60, 60).await.unwrap();
@@ -213,8 +256,17 @@ mod tests {
         // the token is rotated in place; the configuration itself does not change
         std::fs::write(dir.path().join("token"), "second\n").unwrap();
         assert_eq!(query().await, "Bearer first", "read at start, not per request");
-        daemon.reload().await.unwrap();
+        // a watch event for files whose content did not change is not a reload
+        daemon.reload(Trigger::Watch).await.unwrap();
+        assert_eq!(query().await, "Bearer first", "no reload for an unchanged configuration");
+        daemon.reload(Trigger::Request).await.unwrap();
         assert_eq!(query().await, "Bearer second", "re-read on reload");
+        // a changed config is reloaded by the watch
+        std::fs::write(dir.path().join("token"), "third\n").unwrap();
+        let config = std::fs::read_to_string(&daemon.config_file).unwrap();
+        std::fs::write(&daemon.config_file, config.replace("retries: 0", "retries: 1")).unwrap();
+        daemon.reload(Trigger::Watch).await.unwrap();
+        assert_eq!(query().await, "Bearer third", "a changed file is reloaded");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod rules;
 mod schedule;
 mod source;
 
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -82,6 +83,9 @@ pub struct Loaded {
     pub rule_files: Vec<PathBuf>,
     /// Every group of every rule file.
     pub groups: Vec<RuleGroup>,
+    /// A hash of the text of the config and of every rule file, to tell a change from a save
+    /// that changed nothing (in-process only: not stable across runs).
+    pub digest: u64,
 }
 
 /// Most fits at once: far beyond any machine's cores (each fit takes one), and within what a
@@ -93,9 +97,16 @@ const MAX_CONCURRENT_FITS: usize = 4096;
 /// # Errors
 /// Every problem with the file, located.
 pub fn load_config(path: &Path) -> Result<Config, Problems> {
-    let text = crate::files::read_to_string(path, crate::files::MAX_CONFIG_BYTES)
-        .map_err(|err| Problems::one(Problem::file(path, format!("reading config file: {err}"))))?;
-    let config: Config = serde_saphyr::from_str(&text).map_err(|err| Problems::one(Problem::yaml(path, &err)))?;
+    parse_config(path, &read_config(path)?)
+}
+
+fn read_config(path: &Path) -> Result<String, Problems> {
+    crate::files::read_to_string(path, crate::files::MAX_CONFIG_BYTES)
+        .map_err(|err| Problems::one(Problem::file(path, format!("reading config file: {err}"))))
+}
+
+fn parse_config(path: &Path, text: &str) -> Result<Config, Problems> {
+    let config: Config = serde_saphyr::from_str(text).map_err(|err| Problems::one(Problem::yaml(path, &err)))?;
     let mut problems = Problems::default();
     let here = |msg: String| Problem::file(path, msg);
     if config.global.max_concurrent_fits > MAX_CONCURRENT_FITS {
@@ -123,10 +134,13 @@ pub fn load_config(path: &Path) -> Result<Config, Problems> {
 /// # Errors
 /// Every problem in the config and in all rule files.
 pub fn load(path: &Path) -> Result<Loaded, Problems> {
-    let config = load_config(path)?;
+    let text = read_config(path)?;
+    let config = parse_config(path, &text)?;
     let rule_files = expand_rule_files(path, &config.rule_files)?;
-    let groups = load_rule_files(&rule_files, &config.global)?;
-    Ok(Loaded { config, rule_files, groups })
+    let mut digest = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut digest);
+    let groups = read_rule_files(&rule_files, &config.global, &mut digest)?;
+    Ok(Loaded { config, rule_files, groups, digest: digest.finish() })
 }
 
 /// Validates several rule files; problems from all of them are collected.
@@ -134,10 +148,21 @@ pub fn load(path: &Path) -> Result<Loaded, Problems> {
 /// # Errors
 /// Every problem in every file.
 pub fn load_rule_files(files: &[PathBuf], defaults: &Defaults) -> Result<Vec<RuleGroup>, Problems> {
+    read_rule_files(files, defaults, &mut std::collections::hash_map::DefaultHasher::new())
+}
+
+/// [`load_rule_files`], adding each file's path and text to `digest`.
+fn read_rule_files(files: &[PathBuf], defaults: &Defaults, digest: &mut impl Hasher) -> Result<Vec<RuleGroup>, Problems> {
     let mut problems = Problems::default();
     let mut groups: Vec<RuleGroup> = Vec::new();
     for file in files {
-        match rules::load_file(file, defaults) {
+        let parsed = crate::files::read_to_string(file, crate::files::MAX_CONFIG_BYTES)
+            .map_err(|err| Problems::one(Problem::file(file, format!("reading rule file: {err}"))))
+            .and_then(|text| {
+                (file, &text).hash(digest);
+                rules::parse(file, &text, defaults)
+            });
+        match parsed {
             Ok(found) => groups.extend(found),
             Err(found) => problems.extend(found),
         }
@@ -278,7 +303,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yml");
         // 2^61 fits panicked when the semaphore was made
-        std::fs::write(&path, "source: { url: 'http://x' }\nglobal: { max_concurrent_fits: 2305843009213693952, evaluation_interval: 100ms }\n").unwrap();
+        std::fs::write(
+            &path,
+            "source: { url: 'http://x' }\nglobal: { max_concurrent_fits: 2305843009213693952, evaluation_interval: 100ms }\n",
+        )
+        .unwrap();
         let err = load_config(&path).unwrap_err().to_string();
         assert!(err.contains("max_concurrent_fits 2305843009213693952 is more than 4096"), "{err}");
         assert!(err.contains("evaluation_interval 100ms is shorter than 1s"), "{err}");

@@ -31,6 +31,9 @@ pub enum ReloadError {
     /// The source settings cannot make a client (a secret or certificate file, say).
     #[error("{0}")]
     Source(#[from] crate::source::Error),
+    /// Loading panicked (a bug): the running configuration stays.
+    #[error("loading panicked: {0}")]
+    Panicked(String),
 }
 
 /// What the handlers share.

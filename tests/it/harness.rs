@@ -445,3 +445,31 @@ fn parse_request(buf: &[u8]) -> Option<(ProxiedRequest, usize)> {
     params.extend(decode(&format!("http://proxy/?{body}")));
     Some((ProxiedRequest { path: url.path().to_string(), params }, head_end + length))
 }
+
+impl Pulsewatch {
+    /// Sends a signal without waiting.
+    pub(crate) fn kill(&self, sig: &str) {
+        Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub(crate) fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let began = Instant::now();
+        while began.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Waits up to `limit` for a log line containing `text`.
+    pub(crate) fn wait_log(&self, limit: Duration, text: &str) {
+        let began = Instant::now();
+        while !self.log().contains(text) {
+            assert!(began.elapsed() < limit, "no log line with {text:?} in {limit:?}; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

@@ -8,4 +8,5 @@ mod dashboards;
 mod e2e;
 mod grafana;
 mod harness;
+mod lifecycle;
 mod web;
