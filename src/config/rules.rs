@@ -637,7 +637,11 @@ groups:
         // 200,000 nested parentheses overflowed the stack of the parser
         let deep = format!("{}up{}", "(".repeat(200_000), ")".repeat(200_000));
         let err = load(&rule(&deep)).unwrap_err().to_string();
-        assert!(err.contains("r.yaml:4:") && err.contains("expression is 400002 bytes long; at most 65536"), "{}", &err[..err.len().min(300)]);
+        assert!(
+            err.contains("r.yaml:4:") && err.contains("expression is 400002 bytes long; at most 65536"),
+            "{}",
+            &err[..err.len().min(300)]
+        );
         let deep = format!("{}up{}", "(".repeat(300), ")".repeat(300));
         assert!(load(&rule(&deep)).unwrap_err().to_string().contains("expression nests 300 levels deep; at most 256"));
         let nested = format!("{}up{}", "(".repeat(200), ")".repeat(200));
