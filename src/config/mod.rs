@@ -331,4 +331,57 @@ mod tests {
         assert!(err.contains("rule_file"), "{err}");
         assert!(err.contains("c.yml:2"), "{err}");
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A valid rule file and a valid config: what the mutations start from.
+        const RULES: &str = include_str!("../../tests/fixtures/rules/node.good.yaml");
+        const CONFIG: &str = include_str!("../../tests/fixtures/config/good.yaml");
+
+        /// Mutations a hostile or careless file could have: a byte changed, a span deleted or
+        /// duplicated, nesting piled up.
+        fn mutate(text: &str, at: usize, len: usize, byte: u8, kind: u8) -> String {
+            let bytes = text.as_bytes();
+            let at = at % (bytes.len() + 1);
+            let end = (at + len).min(bytes.len());
+            let mut out = bytes[..at].to_vec();
+            match kind % 4 {
+                0 => out.push(byte),
+                1 => {}
+                2 => out.extend_from_slice(&bytes[at..end].repeat(50)),
+                _ => out.extend_from_slice(&b"[{(".repeat(1 + len * 100)),
+            }
+            out.extend_from_slice(&bytes[end..]);
+            String::from_utf8_lossy(&out).into_owned()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+            /// Whatever the text, parsing a rule file returns groups or located problems: no
+            /// panic, no hang (the PromQL limits bound the parser's work).
+            #[test]
+            fn rule_files_never_panic(at in 0usize..4000, len in 0usize..40, byte in any::<u8>(), kind in any::<u8>()) {
+                let text = mutate(RULES, at, len, byte, kind);
+                if let Err(problems) = rules::parse(Path::new("r.yaml"), &text, &Defaults::default()) {
+                    prop_assert!(problems.iter().all(|p| p.to_string().starts_with("r.yaml")));
+                }
+            }
+
+            #[test]
+            fn arbitrary_text_as_a_rule_file_never_panics(text in "\\PC{0,400}") {
+                let _ = rules::parse(Path::new("r.yaml"), &text, &Defaults::default());
+            }
+
+            #[test]
+            fn config_files_never_panic(at in 0usize..2000, len in 0usize..40, byte in any::<u8>(), kind in any::<u8>()) {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("c.yml");
+                std::fs::write(&path, mutate(CONFIG, at, len, byte, kind)).unwrap();
+                let _ = load_config(&path);
+            }
+        }
+    }
 }

@@ -386,4 +386,33 @@ mod tests {
         let err = err.to_string();
         assert!(err.contains("trained on samples 1m apart, the rule's step is 5m"), "{err}");
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+            /// Mutated model bytes load or fail with a cause, never panic through: tract's panics
+            /// on malformed graphs are caught.
+            #[test]
+            fn mutated_models_never_panic(file in 0usize..4, at in 0usize..600, len in 0usize..16, byte in any::<u8>(), cut in any::<bool>()) {
+                let name = ["zero_w4_c2.onnx", "half_w4_c1.onnx", "lstm_no_initial_state.onnx", "fixed_batch_w4_c1.onnx"][file];
+                let mut bytes = std::fs::read(fixture(name)).unwrap();
+                let at = at % bytes.len();
+                if cut {
+                    bytes.truncate(at);
+                } else {
+                    let end = (at + len).min(bytes.len());
+                    bytes[at..end].fill(byte);
+                }
+                if let Ok(model) = Autoencoder::from_bytes(&bytes) {
+                    // a model that loads also scores, or says why not
+                    let values = vec![1.0; model.window() * model.channels().len()];
+                    let _ = model.reconstruction_errors(&values);
+                }
+            }
+        }
+    }
 }
