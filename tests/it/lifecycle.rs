@@ -70,6 +70,7 @@ fn sigterm_during_a_reload_waiting_on_a_slow_query_exits_after_the_grace_period(
     }
     let status = pw.wait_exit(Duration::from_secs(15)).unwrap_or_else(|| panic!("still running 15 s after SIGTERM; log:\n{}", pw.log()));
     let took = began.elapsed();
+    eprintln!("SIGTERM to exit during a reload waiting on a slow query, grace 2s: {took:?}");
     assert!(status.success(), "{status:?}");
     assert!(draining, "/-/ready never answered 503 while draining; log:\n{}", pw.log());
     // well below the query's 60 s timeout; the benchmark (docs/benchmarks.md) measures how close
@@ -90,6 +91,7 @@ fn a_second_signal_exits_at_once() {
         pw.wait_exit(Duration::from_secs(15)).unwrap_or_else(|| panic!("still running 15 s after a second SIGTERM; log:\n{}", pw.log()));
     assert!(status.success(), "{status:?}");
     assert!(began.elapsed() < Duration::from_secs(15));
+    eprintln!("second SIGTERM to exit, grace 5m: {:?}", began.elapsed());
 }
 
 /// A FIFO named as a model file: the rule fails at once with a clear error (reading it waited
@@ -119,7 +121,9 @@ fn a_fifo_model_file_fails_its_rule_and_does_not_hold_the_exit() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(error.contains("model.onnx") && error.contains("not a regular file"), "{error}");
+    let began = Instant::now();
     pw.kill("TERM");
     let status = pw.wait_exit(Duration::from_secs(10)).unwrap_or_else(|| panic!("still running 10 s after SIGTERM; log:\n{}", pw.log()));
+    eprintln!("SIGTERM to exit with a FIFO as a model file, grace 2s: {:?}", began.elapsed());
     assert!(status.success(), "{status:?}");
 }
