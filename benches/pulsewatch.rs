@@ -1,8 +1,10 @@
 //! Benchmarks: per-series model fit and per-sample update+score CPU time on one week at 5-minute
 //! steps (2016 samples of NAB's art_daily_small_noise), autoencoder inference per window (the
-//! committed machine-temperature models, one window per call and batched), and `/metrics` render
-//! time at 10k and 100k exported series. Run with `cargo bench --bench pulsewatch`; prints
-//! Markdown tables.
+//! committed machine-temperature models, one window per call and batched), `/metrics` render
+//! time at 10k and 100k exported series of one rule, and the exporter's cost with 1k–10k rules
+//! (one evaluation of every rule, a scrape, a reload). Run with `cargo bench --bench pulsewatch`;
+//! prints Markdown tables. `cargo bench --bench pulsewatch -- rules` (or `render`, `models`,
+//! `autoencoders`) runs only those tables.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -124,11 +126,95 @@ fn bench_render() {
                     .collect(),
             )
         };
-        let samples = encode(&registry, Format::Text).unwrap().lines().filter(|l| l.starts_with("pulsewatch_")).count();
+        let samples = encode(&registry, Format::TEXT).unwrap().lines().filter(|l| l.starts_with("pulsewatch_")).count();
         println!(
             "| {n} | {samples} | {:.0} ms | {:.0} ms |",
-            time(Format::Text).as_secs_f64() * 1e3,
-            time(Format::OpenMetrics).as_secs_f64() * 1e3
+            time(Format::TEXT).as_secs_f64() * 1e3,
+            time(Format::OPENMETRICS).as_secs_f64() * 1e3
+        );
+    }
+}
+
+/// `n` rules of one series each, in groups of `per_group`: what one evaluation of every rule costs
+/// the exporter (one `record` per rule, as at a 1 m cadence), what a scrape costs, and what a
+/// reload that keeps every rule costs (`set_group` per group).
+fn bench_rules() {
+    println!(
+        "\n| rules (1 series each) | groups | record every rule once | per record | /metrics render, text | OpenMetrics | reload (set_group, every group) | exporter CPU at 1 m evaluations + 15 s scrapes |\n|---|---|---|---|---|---|---|---|"
+    );
+    let base: Rule = pulsewatch::config::rules::parse(
+        std::path::Path::new("bench.yaml"),
+        "groups: [{ name: g, rules: [{ forecast: bench, expr: up, step: 1m, history: 1d, refit: 1h, model: { type: linear }, horizons: [1h] }] }]",
+        &Default::default(),
+    )
+    .expect("the bench rule is valid")
+    .remove(0)
+    .rules
+    .remove(0);
+    // Groups of 100 rules, and once 10,000 groups of one rule (a reload then lists 10,000 groups).
+    for (n, per_group) in [(1_000usize, 100usize), (3_000, 100), (10_000, 100), (10_000, 1)] {
+        let groups: Vec<RuleGroup> = (0..n.div_ceil(per_group))
+            .map(|g| RuleGroup {
+                key: GroupKey { file: format!("rules/bench-{g:03}.yaml").into(), name: format!("g{g:03}") },
+                schedule: Schedule::Interval(PwDuration::from_secs(60)),
+                rules: (0..per_group.min(n - g * per_group))
+                    .map(|r| Rule { name: format!("rule_{g:03}_{r:03}"), ..base.clone() })
+                    .collect(),
+            })
+            .collect();
+        let exporter = Exporter::default();
+        for group in &groups {
+            exporter.set_group(group, 60.0, &[]);
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        let point = Point { ts: now as i64, y: 1.5, yhat: 1.25, lower: 0.5, upper: 2.0, score: 0.3333 };
+        // The outputs are built before the clock starts: building them is the evaluation's work.
+        let outputs: Vec<(RuleId, Vec<SeriesOutput>)> = groups
+            .iter()
+            .flat_map(|group| {
+                group.rules.iter().enumerate().map(move |(i, rule)| {
+                    let labels =
+                        BTreeMap::from([("instance".to_string(), format!("host-{i:03}:9100")), ("job".to_string(), "node".to_string())]);
+                    let series = vec![SeriesOutput::forecast(&labels, rule, point, vec![("1h".into(), (1.0, 0.5, 1.5))])];
+                    (RuleId { group: group.key.clone(), rule: rule.name.clone() }, series)
+                })
+            })
+            .collect();
+        let t = Instant::now();
+        for (id, series) in outputs {
+            exporter.record(&id, now, 0.01, Ok((series, 0, 1)), 3600.0);
+        }
+        let record = t.elapsed();
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(SnapshotCollector::new(exporter.clone())));
+        let time = |format: Format| {
+            median(
+                (0..5)
+                    .map(|_| {
+                        let t = Instant::now();
+                        black_box(encode(&registry, format).unwrap());
+                        t.elapsed()
+                    })
+                    .collect(),
+            )
+        };
+        let (text, om) = (time(Format::TEXT), time(Format::OPENMETRICS));
+        let kept: Vec<Vec<String>> = groups.iter().map(|g| g.rules.iter().map(|r| r.name.clone()).collect()).collect();
+        let t = Instant::now();
+        for (group, kept) in groups.iter().zip(&kept) {
+            exporter.set_group(group, 60.0, kept);
+        }
+        let reload = t.elapsed();
+        let cpu = (record.as_secs_f64() + 4.0 * text.as_secs_f64().max(om.as_secs_f64())) / 60.0;
+        println!(
+            "| {n} | {} | {:.1} ms | {:.1} µs | {:.1} ms | {:.1} ms | {:.1} ms | {:.2}% of a core |",
+            groups.len(),
+            record.as_secs_f64() * 1e3,
+            record.as_secs_f64() * 1e6 / n as f64,
+            text.as_secs_f64() * 1e3,
+            om.as_secs_f64() * 1e3,
+            reload.as_secs_f64() * 1e3,
+            cpu * 100.0
         );
     }
 }
@@ -175,9 +261,20 @@ fn bench_autoencoders() {
 
 fn main() {
     // `cargo test --all-targets` builds and runs benches with `--bench`-less args: stay quick there.
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let run = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
     if std::env::args().any(|a| a == "--bench") {
-        bench_models();
-        bench_autoencoders();
-        bench_render();
+        if run("models") {
+            bench_models();
+        }
+        if run("autoencoders") {
+            bench_autoencoders();
+        }
+        if run("render") {
+            bench_render();
+        }
+        if run("rules") {
+            bench_rules();
+        }
     }
 }

@@ -1,9 +1,15 @@
-//! The `/metrics` side of the snapshot: rule outputs and per-rule status, in a fixed order.
+//! The `/metrics` side of the exporter: rule outputs and per-rule status, in a fixed order.
 //!
-//! Families come in a fixed order, series within a family in rule then label order (the snapshot
-//! is a BTreeMap and each rule's series are sorted), so the output is deterministic. Outputs older
-//! than their rule's staleness period are skipped here, so they vanish even when no evaluation
-//! runs to remove them (for instance while the data source is down).
+//! Families come in a fixed order, series within a family in rule then label order (groups and
+//! rules are BTreeMaps and each rule's series are sorted), so the output is deterministic. Outputs
+//! older than their rule's staleness period are skipped here, so they vanish even when no
+//! evaluation runs to remove them (for instance while the data source is down). Upstream label
+//! names are written as the scrape negotiated ([`Escaping`]): a name outside the legacy set never
+//! reaches the body as it is, and no sample is NaN or infinite.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -12,10 +18,12 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 
-use super::snapshot::{Exporter, RuleEntry, RuleId, SeriesOutput, Values};
+use super::format::{self, is_legacy_label_name, Escaping};
+use super::snapshot::{Exporter, RuleEntry, SeriesOutput, Values, OWN_LABELS};
 use crate::clock::Clock;
 
-type Labels<'a> = Vec<(&'a str, &'a str)>;
+/// One forecast sample to write: its labels (with `horizon`) and `(point, lower, upper)`.
+type ForecastRow<'a> = (Vec<Label<'a>>, &'a (f64, f64, f64));
 
 /// Encodes the current snapshot on every scrape.
 #[derive(Debug)]
@@ -30,15 +38,6 @@ impl SnapshotCollector {
     pub fn new(exporter: Exporter) -> Self {
         Self { exporter, clock: Clock::System }
     }
-}
-
-fn series_labels(s: &SeriesOutput) -> Labels<'_> {
-    s.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
-}
-
-/// `rule_group` is `file;group`, as Prometheus labels its `prometheus_rule_*` metrics.
-fn rule_labels(id: &RuleId) -> Vec<(&'static str, String)> {
-    vec![("rule", id.rule.clone()), ("rule_group", id.group.to_string())]
 }
 
 /// Per-series outputs: (name, help, value of a series; None when its rule has no such value).
@@ -90,36 +89,148 @@ fn status_families() -> [StatusFamily; 5] {
     ]
 }
 
+/// A label as written: its name in the negotiated syntax and its value.
+type Label<'a> = (Cow<'a, str>, &'a str);
+
+/// One output series as this scrape writes it.
+struct Written<'a> {
+    series: &'a SeriesOutput,
+    /// Sorted by the names the scraper stores.
+    labels: Vec<Label<'a>>,
+    /// Where `horizon` goes in `labels` for the forecast families.
+    horizon_at: usize,
+    /// Whether a name had to be escaped.
+    escaped: bool,
+}
+
+/// Whether label `name` cannot be written as it is: outside the legacy set, or `__name__`, which
+/// would set the metric name.
+fn needs_escaping(name: &str) -> bool {
+    !is_legacy_label_name(name) || name == "__name__"
+}
+
+/// The labels of `series` as written for `escaping`. Legacy names stay as they are; every other
+/// name is escaped and, if that collides with a name already present (or with `rule`, `horizon`
+/// or `__name__`), prefixed with `exported_` until it is free, in input order, as
+/// `SeriesOutput::new` renames input labels that collide with pulsewatch's own.
+fn written(series: &SeriesOutput, escaping: Escaping) -> Written<'_> {
+    let labels = &series.labels;
+    if !labels.iter().any(|(name, _)| needs_escaping(name)) {
+        let labels: Vec<Label<'_>> = labels.iter().map(|(k, v)| (Cow::Borrowed(k.as_str()), v.as_str())).collect();
+        let horizon_at = labels.partition_point(|(k, _)| k.as_ref() < "horizon");
+        return Written { series, labels, horizon_at, escaped: false };
+    }
+    let mut taken: HashSet<Cow<'_, str>> = OWN_LABELS.iter().chain(&["__name__"]).map(|n| Cow::Borrowed(*n)).collect();
+    taken.extend(labels.iter().filter(|(name, _)| !needs_escaping(name)).map(|(name, _)| Cow::Borrowed(name.as_str())));
+    let mut out: Vec<Label<'_>> = Vec::with_capacity(labels.len());
+    for (name, value) in labels {
+        if !needs_escaping(name) {
+            out.push((Cow::Borrowed(name.as_str()), value.as_str()));
+            continue;
+        }
+        let mut stored = escaping.escape(name);
+        while taken.contains(&stored) {
+            stored = Cow::Owned(format!("exported_{stored}"));
+        }
+        taken.insert(stored.clone());
+        out.push((stored, value.as_str()));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    let horizon_at = out.partition_point(|(k, _)| k.as_ref() < "horizon");
+    if escaping == Escaping::AllowUtf8 {
+        for (name, _) in &mut out {
+            if !is_legacy_label_name(name) {
+                *name = Cow::Owned(format::quote(name));
+            }
+        }
+    }
+    Written { series, labels: out, horizon_at, escaped: true }
+}
+
+/// The series of one rule as written, each label set once, so that the body never repeats a
+/// series. Input series that differ only in `__name__` are alike (the first is kept; a rule's
+/// series are sorted, so they are neighbours). When escaping made two series alike, the one whose
+/// names needed no escaping is kept, else the first; only rules with an escaped name pay for that.
+fn written_rule(series: &[SeriesOutput], escaping: Escaping) -> Vec<Written<'_>> {
+    let mut out: Vec<Written<'_>> = series.iter().map(|s| written(s, escaping)).collect();
+    if !out.iter().any(|w| w.escaped) {
+        out.dedup_by(|later, earlier| later.labels == earlier.labels);
+        return out;
+    }
+    let mut first: HashMap<&[Label<'_>], usize> = HashMap::with_capacity(out.len());
+    let mut keep = vec![true; out.len()];
+    for (i, w) in out.iter().enumerate() {
+        match first.get(w.labels.as_slice()) {
+            None => {
+                first.insert(w.labels.as_slice(), i);
+            }
+            Some(&j) if out[j].escaped && !w.escaped => {
+                keep[j] = false;
+                first.insert(w.labels.as_slice(), i);
+            }
+            Some(_) => keep[i] = false,
+        }
+    }
+    let mut keep = keep.into_iter();
+    out.retain(|_| keep.next().unwrap_or(true));
+    out
+}
+
+/// A sample value, unless it is NaN or infinite: the last defence, so that a model that produced
+/// one costs that sample only, never the scrape or an alert's meaning.
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
 impl Collector for SnapshotCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let snapshot = self.exporter.load();
+        let escaping = format::current_escaping();
+        let layout = self.exporter.layout();
         let now = self.clock.now();
-        let fresh: Vec<&SeriesOutput> =
-            snapshot.rules.values().filter(|e| now - e.refreshed <= e.stale_after).flat_map(|e| e.series.iter()).collect();
+        // Each rule's entry is read once, so that all families of a scrape agree on it.
+        let rules: Vec<(&str, &str, Arc<RuleEntry>)> = layout
+            .groups
+            .values()
+            .flat_map(|g| g.slots.iter().map(|(name, slot)| (g.label.as_str(), name.as_str(), slot.load())))
+            .collect();
+        let fresh: Vec<Written<'_>> = rules
+            .iter()
+            .filter(|(_, _, e)| now - e.refreshed <= e.stale_after)
+            .flat_map(|(_, _, e)| written_rule(&e.series, escaping))
+            .collect();
 
         for (name, help, value) in SERIES_FAMILIES {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for s in &fresh {
-                let Some(v) = value(s) else { continue };
-                ConstGauge::new(v).encode(family.encode_family(&series_labels(s))?)?;
+            for w in &fresh {
+                let Some(v) = value(w.series).and_then(finite) else { continue };
+                ConstGauge::new(v).encode(family.encode_family(&w.labels.as_slice())?)?;
             }
         }
+        // Per (series, horizon), its labels with `horizon` in place, shared by the three families.
+        let forecasts: Vec<ForecastRow<'_>> = fresh
+            .iter()
+            .flat_map(|w| {
+                w.series.forecasts().iter().map(|(horizon, forecast)| {
+                    let mut labels = Vec::with_capacity(w.labels.len() + 1);
+                    labels.extend_from_slice(&w.labels[..w.horizon_at]);
+                    labels.push((Cow::Borrowed("horizon"), horizon.as_str()));
+                    labels.extend_from_slice(&w.labels[w.horizon_at..]);
+                    (labels, forecast)
+                })
+            })
+            .collect();
         for (name, help, value) in FORECAST_FAMILIES {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for s in &fresh {
-                for (horizon, forecast) in s.forecasts() {
-                    let mut labels = series_labels(s);
-                    labels.push(("horizon", horizon.as_str()));
-                    labels.sort();
-                    ConstGauge::new(value(forecast)).encode(family.encode_family(&labels)?)?;
-                }
+            for (labels, forecast) in &forecasts {
+                let Some(v) = finite(value(forecast)) else { continue };
+                ConstGauge::new(v).encode(family.encode_family(labels)?)?;
             }
         }
         for (name, help, kind, unit, value) in status_families() {
             let mut family = encoder.encode_descriptor(name, help, unit.as_ref(), kind)?;
-            for (id, entry) in &snapshot.rules {
-                let Some(v) = value(entry) else { continue };
-                let labels = rule_labels(id);
+            for (group, rule, entry) in &rules {
+                let Some(v) = value(entry).and_then(finite) else { continue };
+                let labels = [("rule", *rule), ("rule_group", *group)];
                 let metric = family.encode_family(&labels)?;
                 match kind {
                     MetricType::Counter => ConstCounter::new(v as u64).encode(metric)?,
@@ -133,9 +244,9 @@ impl Collector for SnapshotCollector {
             None,
             MetricType::Counter,
         )?;
-        for (key, group) in &snapshot.groups {
-            let labels = [("rule_group", key.to_string())];
-            ConstCounter::new(group.missed).encode(missed.encode_family(&labels)?)?;
+        for group in layout.groups.values() {
+            let labels = [("rule_group", group.label.as_str())];
+            ConstCounter::new(group.missed()).encode(missed.encode_family(&labels)?)?;
         }
         // Lets alerting rules say "no evaluation for 3 intervals" whatever each group's interval.
         let mut interval = encoder.encode_descriptor(
@@ -144,9 +255,10 @@ impl Collector for SnapshotCollector {
             None,
             MetricType::Gauge,
         )?;
-        for (key, group) in &snapshot.groups {
-            let labels = [("rule_group", key.to_string())];
-            ConstGauge::new(group.interval).encode(interval.encode_family(&labels)?)?;
+        for group in layout.groups.values() {
+            let Some(v) = finite(group.interval) else { continue };
+            let labels = [("rule_group", group.label.as_str())];
+            ConstGauge::new(v).encode(interval.encode_family(&labels)?)?;
         }
         Ok(())
     }
@@ -159,14 +271,14 @@ mod tests {
     use super::*;
     use crate::config::ModelSpec;
     use crate::config::{Duration, GroupKey, RuleGroup, Schedule};
-    use crate::exporter::Point;
     use crate::exporter::{encode, Format};
+    use crate::exporter::{Point, RuleId};
     use crate::source::Labels;
 
     fn render(exporter: &Exporter, now: f64) -> String {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(SnapshotCollector { exporter: exporter.clone(), clock: Clock::Fixed(now) }));
-        encode(&registry, Format::Text).unwrap()
+        encode(&registry, Format::TEXT).unwrap()
     }
 
     /// Group `name` of file `file` with one linear rule per name in `rules`, each recorded at
@@ -244,13 +356,14 @@ mod tests {
     #[test]
     fn golden_exposition() {
         let registry = golden_registry();
-        for (format, file) in [(Format::Text, "metrics.prom"), (Format::OpenMetrics, "metrics.om.txt")] {
+        for (format, file) in [(Format::TEXT, "metrics.prom"), (Format::OPENMETRICS, "metrics.om.txt")] {
             let body = encode(&registry, format).unwrap();
             let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(file);
             if std::env::var_os("UPDATE_GOLDEN").is_some() {
                 std::fs::write(&path, &body).unwrap();
             }
             let golden = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
+            check_exposition(&body, false).unwrap_or_else(|e| panic!("{file}: {e}"));
             assert!(body == golden, "{file} differs from the golden file; diff it after UPDATE_GOLDEN=1:\n{body}");
         }
     }
@@ -299,8 +412,372 @@ mod tests {
         exporter.count_missed(&key, 2);
         let mut registry = Registry::default();
         registry.register_collector(Box::new(SnapshotCollector::new(exporter)));
-        let text = crate::exporter::encode(&registry, crate::exporter::Format::Text).unwrap();
+        let text = crate::exporter::encode(&registry, crate::exporter::Format::TEXT).unwrap();
         assert!(text.contains("pulsewatch_rule_group_interval_seconds{rule_group=\"a.yaml;g\"} 90"), "{text}");
         assert!(text.contains("pulsewatch_group_iterations_missed_total{rule_group=\"a.yaml;g\"} 2"), "{text}");
+    }
+
+    // === hostile upstream labels ===
+
+    /// `/metrics` for one forecast rule `r` (one horizon) with one output series per label set of
+    /// `inputs`, as negotiated for `accept`.
+    fn render_inputs(inputs: &[Labels], accept: Option<&str>) -> String {
+        let exporter = Exporter::default();
+        let key = GroupKey { file: "a.yaml".into(), name: "g".into() };
+        let rule = crate::config::rules::test_forecast_rule("r", "up", ModelSpec::Linear {});
+        let group = RuleGroup { key: key.clone(), schedule: Schedule::Interval(Duration::from_secs(60)), rules: vec![rule.clone()] };
+        exporter.set_group(&group, 60.0, &[]);
+        let point = Point { ts: 0, y: 1.0, yhat: 1.0, lower: 0.0, upper: 2.0, score: 0.5 };
+        let series =
+            inputs.iter().map(|labels| SeriesOutput::forecast(labels, &rule, point, vec![("1h".to_string(), (1.0, 0.5, 1.5))])).collect();
+        exporter.record(&RuleId { group: key, rule: "r".into() }, 1000.0, 0.0, Ok((series, 1, inputs.len())), 300.0);
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(SnapshotCollector { exporter, clock: Clock::Fixed(1001.0) }));
+        encode(&registry, Format::negotiate(accept)).unwrap()
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// A quoted string at the start of `s` as the exposition formats write it (only `\\`, `\"` and
+    /// `\n` escapes, no raw newline): its content and what follows the closing quote.
+    fn quoted(s: &str) -> Result<(String, &str), String> {
+        let body = s.strip_prefix('"').ok_or_else(|| format!("expected '\"' at {s:?}"))?;
+        let mut out = String::new();
+        let mut chars = body.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '"' => return Ok((out, &body[i + 1..])),
+                '\n' => return Err(format!("raw newline in {s:?}")),
+                '\\' => match chars.next() {
+                    Some((_, '\\')) => out.push('\\'),
+                    Some((_, '"')) => out.push('"'),
+                    Some((_, 'n')) => out.push('\n'),
+                    other => return Err(format!("invalid escape {other:?} in {s:?}")),
+                },
+                c => out.push(c),
+            }
+        }
+        Err(format!("unterminated string {s:?}"))
+    }
+
+    fn is_legacy_label_name(name: &str) -> bool {
+        let mut chars = name.chars();
+        chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    }
+
+    /// A sample read back from an exposition: its name and labels.
+    type ParsedSample = (String, Vec<(String, String)>);
+
+    /// What the Prometheus and OpenMetrics parsers demand of a `/metrics` body, line by line:
+    /// comments are `# HELP`, `# TYPE`, `# UNIT` or `# EOF`; a sample is `name{label="value",…}
+    /// value` with a legacy metric name, label names that are legacy (or, with `utf8`, quoted) and
+    /// unique in the sample and never `__name__`, values escaped as the formats require, and a
+    /// finite number. No series comes twice. Returns the samples as (name, labels).
+    fn check_exposition(body: &str, utf8: bool) -> Result<Vec<ParsedSample>, String> {
+        let mut seen = std::collections::HashSet::new();
+        let mut samples = Vec::new();
+        for line in body.lines() {
+            if let Some(comment) = line.strip_prefix('#') {
+                if !["# HELP ", "# TYPE ", "# UNIT "].iter().any(|p| line.starts_with(p)) && comment != " EOF" {
+                    return Err(format!("bad comment line {line:?}"));
+                }
+                continue;
+            }
+            let end = line.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')).unwrap_or(line.len());
+            let (name, mut rest) = line.split_at(end);
+            if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+                return Err(format!("bad metric name in {line:?}"));
+            }
+            let mut labels: Vec<(String, String)> = Vec::new();
+            if let Some(mut inner) = rest.strip_prefix('{') {
+                loop {
+                    if let Some(after) = inner.strip_prefix('}') {
+                        rest = after;
+                        break;
+                    }
+                    let (label, after) = if inner.starts_with('"') && utf8 {
+                        quoted(inner)?
+                    } else {
+                        let end = inner.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(inner.len());
+                        let (label, after) = inner.split_at(end);
+                        if !is_legacy_label_name(label) {
+                            return Err(format!("bad label name {label:?} in {line:?}"));
+                        }
+                        (label.to_string(), after)
+                    };
+                    if label.is_empty() || label == "__name__" || labels.iter().any(|(l, _)| *l == label) {
+                        return Err(format!("label name {label:?} empty, reserved or repeated in {line:?}"));
+                    }
+                    let after = after.strip_prefix('=').ok_or_else(|| format!("expected '=' after {label:?} in {line:?}"))?;
+                    let (value, after) = quoted(after)?;
+                    labels.push((label, value));
+                    inner = after.strip_prefix(',').unwrap_or(after);
+                    if !inner.starts_with('}') && after == inner {
+                        return Err(format!("expected ',' or '}}' in {line:?}"));
+                    }
+                }
+            }
+            let value = rest.strip_prefix(' ').ok_or_else(|| format!("expected ' ' before the value in {line:?}"))?;
+            match value.parse::<f64>() {
+                Ok(v) if v.is_finite() => {}
+                _ => return Err(format!("value {value:?} is not a finite number in {line:?}")),
+            }
+            let mut key = labels.clone();
+            key.sort();
+            if !seen.insert((name.to_string(), key)) {
+                return Err(format!("series repeated: {line:?}"));
+            }
+            samples.push((name.to_string(), labels));
+        }
+        Ok(samples)
+    }
+
+    /// A label of the score sample of `body` whose value is `value`: (name as written, value).
+    fn score_line(body: &str) -> &str {
+        body.lines().find(|l| l.starts_with("pulsewatch_anomaly_score{")).unwrap_or_else(|| panic!("no score in {body}"))
+    }
+
+    #[test]
+    fn label_names_outside_the_legacy_set_are_escaped_with_underscores() {
+        struct Case {
+            name: &'static str,
+            written: &'static str,
+        }
+        let cases = [
+            Case { name: "service.name", written: "service_name" },
+            Case { name: "", written: "_" },
+            Case { name: "größe", written: "gr__e" },
+            Case { name: "1st", written: "_st" },
+            Case { name: "a:b", written: "a_b" },
+            Case { name: "http.request/method name", written: "http_request_method_name" },
+            Case { name: "x\"} 1\nevil_injected_metric{y=\"", written: "x___1_evil_injected_metric_y__" },
+            Case { name: "{", written: "_" },
+            Case { name: "__name._", written: "exported___name__" },
+            // legacy-valid names are written as they are, reserved prefix or not
+            Case { name: "__meta_x", written: "__meta_x" },
+            Case { name: "job", written: "job" },
+        ];
+        for case in cases {
+            let body = render_inputs(&[labels(&[(case.name, "v")])], None);
+            let mut expected = [(case.written, "v"), ("rule", "r")];
+            expected.sort();
+            let expected =
+                format!("pulsewatch_anomaly_score{{{}=\"{}\",{}=\"{}\"}} 0.5", expected[0].0, expected[0].1, expected[1].0, expected[1].1);
+            assert_eq!(score_line(&body), expected, "{:?}", case.name);
+            let samples = check_exposition(&body, false).unwrap_or_else(|e| panic!("{:?}: {e}\n{body}", case.name));
+            assert!(samples.iter().all(|(name, _)| name.starts_with("pulsewatch_")), "{body}");
+            assert_eq!(samples.iter().filter(|(name, _)| name == "pulsewatch_forecast").count(), 1, "{body}");
+        }
+    }
+
+    #[test]
+    fn names_that_collide_once_escaped_are_renamed_exported() {
+        let input = labels(&[("service.name", "a"), ("service_name", "b"), ("service name", "c"), ("exported_service_name", "d")]);
+        let body = render_inputs(&[input], None);
+        // Legacy-valid names keep theirs; escaped ones take `exported_` prefixes in input order
+        // (' ' sorts before '.') until free.
+        assert_eq!(
+            score_line(&body),
+            "pulsewatch_anomaly_score{exported_exported_exported_service_name=\"a\",exported_exported_service_name=\"c\",\
+             exported_service_name=\"d\",rule=\"r\",service_name=\"b\"} 0.5"
+        );
+        // `horizon` stays ours whatever escapes to it
+        let body = render_inputs(&[labels(&[("horizon", "a"), ("exported.horizon", "b")])], None);
+        let forecast = body.lines().find(|l| l.starts_with("pulsewatch_forecast{")).unwrap();
+        assert_eq!(forecast, "pulsewatch_forecast{exported_exported_horizon=\"b\",exported_horizon=\"a\",horizon=\"1h\",rule=\"r\"} 1.0");
+        check_exposition(&body, false).unwrap();
+    }
+
+    #[test]
+    fn series_that_escape_to_the_same_labels_are_exported_once() {
+        // Distinct upstream, alike once escaped: the series whose names needed no escaping wins
+        // (it sorts second here, '.' < '_'), whatever the order.
+        let exporter = Exporter::default();
+        let key = GroupKey { file: "a.yaml".into(), name: "g".into() };
+        let rule = crate::config::rules::test_forecast_rule("r", "up", ModelSpec::Linear {});
+        let group = RuleGroup { key: key.clone(), schedule: Schedule::Interval(Duration::from_secs(60)), rules: vec![rule.clone()] };
+        exporter.set_group(&group, 60.0, &[]);
+        let point = |score| Point { ts: 0, y: 1.0, yhat: 1.0, lower: 0.0, upper: 2.0, score };
+        let series = vec![
+            SeriesOutput::forecast(&labels(&[("a.b", "1")]), &rule, point(0.25), vec![]),
+            SeriesOutput::forecast(&labels(&[("a_b", "1")]), &rule, point(0.75), vec![]),
+            SeriesOutput::forecast(&labels(&[("a b", "1")]), &rule, point(0.5), vec![]),
+        ];
+        exporter.record(&RuleId { group: key, rule: "r".into() }, 1000.0, 0.0, Ok((series, 1, 3)), 300.0);
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(SnapshotCollector { exporter, clock: Clock::Fixed(1001.0) }));
+        let body = encode(&registry, Format::TEXT).unwrap();
+        check_exposition(&body, false).unwrap_or_else(|e| panic!("{e}\n{body}"));
+        let scores: Vec<&str> = body.lines().filter(|l| l.starts_with("pulsewatch_anomaly_score{")).collect();
+        assert_eq!(scores, [r#"pulsewatch_anomaly_score{a_b="1",rule="r"} 0.75"#], "{body}");
+    }
+
+    #[test]
+    fn series_that_differ_only_in_their_metric_name_are_exported_once() {
+        // `{__name__=~"a|b"}` answers a{job="x"} and b{job="x"}; without `__name__` they are alike.
+        let body = render_inputs(&[labels(&[("__name__", "a"), ("job", "x")]), labels(&[("__name__", "b"), ("job", "x")])], None);
+        check_exposition(&body, false).unwrap_or_else(|e| panic!("{e}\n{body}"));
+        assert_eq!(body.lines().filter(|l| l.starts_with("pulsewatch_anomaly_score{")).count(), 1, "{body}");
+    }
+
+    /// Prometheus 3's default `Accept` header.
+    const PROMETHEUS_3_ACCEPT: &str = "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,\
+        application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,\
+        text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+
+    #[test]
+    fn scrapers_that_allow_utf8_get_quoted_names() {
+        let input = labels(&[("service.name", "api"), ("job", "j"), ("a\"b\\c\nd", "v"), ("", "e")]);
+        for (accept, content_type) in [
+            (PROMETHEUS_3_ACCEPT, "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=allow-utf-8"),
+            ("text/plain;version=1.0.0;escaping=allow-utf-8", "text/plain; version=1.0.0; charset=utf-8; escaping=allow-utf-8"),
+        ] {
+            assert_eq!(Format::negotiate(Some(accept)).content_type(), content_type);
+            let body = render_inputs(std::slice::from_ref(&input), Some(accept));
+            // sorted by the names the scraper stores; an empty name, which no syntax can carry, is `_`
+            assert_eq!(
+                score_line(&body),
+                r#"pulsewatch_anomaly_score{_="e","a\"b\\c\nd"="v",job="j",rule="r","service.name"="api"} 0.5"#,
+                "{accept}"
+            );
+            let samples = check_exposition(&body, true).unwrap_or_else(|e| panic!("{e}\n{body}"));
+            let (_, got) = samples.iter().find(|(n, _)| n == "pulsewatch_anomaly_score").unwrap();
+            assert!(got.contains(&("a\"b\\c\nd".to_string(), "v".to_string())), "{got:?}");
+        }
+        // Scrapers that do not ask get underscores, and so do those that ask for them.
+        for accept in [None, Some("text/plain;version=0.0.4"), Some("application/openmetrics-text;version=1.0.0;escaping=underscores")] {
+            let body = render_inputs(&[labels(&[("service.name", "api")])], accept);
+            assert_eq!(score_line(&body), r#"pulsewatch_anomaly_score{rule="r",service_name="api"} 0.5"#, "{accept:?}");
+        }
+    }
+
+    #[test]
+    fn non_finite_values_are_skipped_sample_by_sample() {
+        use crate::exporter::Values;
+        let exporter = Exporter::default();
+        let key = GroupKey { file: "a.yaml".into(), name: "g".into() };
+        let forecast = crate::config::rules::test_forecast_rule("f", "up", ModelSpec::Linear {});
+        let detector = crate::config::rules::test_forecast_rule("d", "up", ModelSpec::Linear {});
+        let group = RuleGroup {
+            key: key.clone(),
+            schedule: Schedule::Interval(Duration::from_secs(60)),
+            rules: vec![forecast.clone(), detector.clone()],
+        };
+        exporter.set_group(&group, 60.0, &[]);
+        let point = Point { ts: 0, y: f64::NAN, yhat: 1.0, lower: f64::NEG_INFINITY, upper: f64::INFINITY, score: f64::NAN };
+        let out = SeriesOutput::forecast(&labels(&[("job", "a")]), &forecast, point, vec![("1h".into(), (f64::NAN, 0.5, f64::INFINITY))]);
+        exporter.record(&RuleId { group: key.clone(), rule: "f".into() }, 1000.0, 0.0, Ok((vec![out], 1, 1)), 300.0);
+        let out =
+            SeriesOutput::new(&labels(&[("job", "b")]), &detector, Values::Reconstruction { ts: 0, score: f64::INFINITY, error: f64::NAN });
+        let ok = SeriesOutput::new(&labels(&[("job", "c")]), &detector, Values::Reconstruction { ts: 0, score: 0.25, error: 0.5 });
+        exporter.record(&RuleId { group: key, rule: "d".into() }, 1000.0, 0.0, Ok((vec![out, ok], 1, 2)), 300.0);
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(SnapshotCollector { exporter, clock: Clock::Fixed(1001.0) }));
+        for format in [Format::negotiate(None), Format::negotiate(Some("application/openmetrics-text"))] {
+            let body = encode(&registry, format).unwrap();
+            let samples = check_exposition(&body, false).unwrap_or_else(|e| panic!("{e}\n{body}"));
+            let names: Vec<String> = samples
+                .iter()
+                .filter(|(n, _)| {
+                    !n.starts_with("pulsewatch_rule") && !n.starts_with("pulsewatch_model") && !n.starts_with("pulsewatch_group")
+                })
+                .map(|(n, l)| format!("{n}{{{}}}", l.iter().find(|(k, _)| k == "job").unwrap().1))
+                .collect();
+            assert_eq!(
+                names,
+                ["pulsewatch_anomaly_score{c}", "pulsewatch_yhat{a}", "pulsewatch_reconstruction_error{c}", "pulsewatch_forecast_lower{a}"],
+                "only the finite samples, each family as before\n{body}"
+            );
+        }
+    }
+
+    /// An upstream label name: legacy ones, any text, and the names that broke or could break the
+    /// exposition.
+    fn label_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-zA-Z_][a-zA-Z0-9_]{0,6}",
+            "(?s).{0,6}",
+            prop::sample::select(vec![
+                "",
+                "rule",
+                "horizon",
+                "exported_rule",
+                "__name__",
+                "__name._",
+                "service.name",
+                "service_name",
+                "_",
+                "a\nb",
+                "a\"b",
+                "}",
+                "{",
+                "=",
+                ",",
+                "\\",
+                " ",
+                "exported_service_name",
+                "1",
+                "ä",
+            ])
+            .prop_map(String::from),
+        ]
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Whatever the upstream sends, every format and escaping gives a body the parsers accept,
+        /// with no sample outside pulsewatch's families and at most one per input series.
+        #[test]
+        fn any_upstream_labels_render_a_valid_exposition(
+            inputs in prop::collection::vec(prop::collection::btree_map(label_name(), "(?s).{0,6}", 0..5), 1..4),
+            accept in prop::sample::select(vec![None, Some("application/openmetrics-text"), Some(PROMETHEUS_3_ACCEPT), Some("text/plain;version=1.0.0;escaping=allow-utf-8")]),
+        ) {
+            let body = render_inputs(&inputs, accept);
+            let utf8 = accept.is_some_and(|a| a.contains("allow-utf-8"));
+            let samples = check_exposition(&body, utf8).map_err(|e| TestCaseError::fail(format!("{e}\n{body}")))?;
+            prop_assert!(samples.iter().all(|(name, _)| name.starts_with("pulsewatch_")));
+            let scores = samples.iter().filter(|(name, _)| name == "pulsewatch_anomaly_score").count();
+            prop_assert!(scores >= 1 && scores <= inputs.len(), "{} scores for {} inputs\n{}", scores, inputs.len(), body);
+        }
+    }
+
+    /// The text format as Prometheus's own parser and linter read it, for the labels that break it.
+    #[test]
+    fn promtool_accepts_the_exposition_whatever_the_labels() {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let inputs = [
+            labels(&[("service.name", "api"), ("", "empty"), ("1st", "digit"), ("größe", "umlaut")]),
+            labels(&[("__meta", "x"), ("__name._", "name"), ("a\"b", "quote"), ("a\nb", "newline"), ("}", "brace")]),
+            labels(&[("x\"} 1\nevil_injected_metric{y=\"", "injected"), ("rule", "collides"), ("exported_rule", "also")]),
+            labels(&[("a.b", "1")]),
+            labels(&[("a_b", "1")]),
+            labels(&[("v", "value \"quoted\" \\ with\nnewline\r and \u{2028}")]),
+        ];
+        let body = render_inputs(&inputs, None);
+        let mut child = match Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) => panic!("promtool not runnable ({e}); install it with `apt-get install -y --no-install-recommends prometheus`"),
+        };
+        child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check metrics: {}{}\n{body}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!body.contains("\nevil_injected_metric"), "{body}");
     }
 }

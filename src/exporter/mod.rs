@@ -1,8 +1,9 @@
-//! What `/metrics` serves: the rules' outputs and status in an atomically swapped [`Snapshot`],
-//! pulsewatch's own metrics, and process metrics.
+//! What `/metrics` serves: the rules' outputs and status (per rule an atomically swapped entry,
+//! see [`Exporter`]), pulsewatch's own metrics, and process metrics.
 //!
-//! Evaluations write (`Exporter::record`); scrapes only read the current snapshot and encode it,
-//! so a scrape never waits on or triggers model work.
+//! Evaluations write (`Exporter::record`, which replaces only the evaluated rule's entry); scrapes
+//! only read the current entries and encode them, so a scrape never waits on or triggers model
+//! work. Label names from upstream are escaped as the scrape negotiated ([`Format`], [`Escaping`]).
 
 mod collector;
 mod format;
@@ -11,7 +12,7 @@ mod process;
 mod snapshot;
 
 pub use collector::SnapshotCollector;
-pub use format::{encode, Format};
+pub use format::{encode, Escaping, Exposition, Format};
 pub use metrics::Metrics;
 pub use process::ProcessCollector;
 pub use snapshot::{Exporter, GroupInfo, Health, Point, RuleEntry, RuleId, RuleStatus, SeriesOutput, Snapshot, Values};

@@ -1,7 +1,11 @@
-//! The HTTP API: `/metrics`, `/-/healthy`, `/-/ready`, `/-/reload` and `/api/v1/rules`, plus
-//! the exporter-toolkit web config (TLS, bcrypt basic auth) in `web_config.rs`.
+//! The HTTP API: `/metrics`, `/-/healthy`, `/-/ready`, `/-/reload` and `/api/v1/rules`; the
+//! exporter-toolkit web config (TLS, bcrypt basic auth) in `web_config.rs`; basic auth with its
+//! credential cache in `auth.rs`; the server with its connection limit and timeouts in
+//! `server.rs`.
 
+mod auth;
 mod rules_api;
+mod server;
 mod web_config;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::exporter::{self, Exporter, Format};
 
-pub use web_config::{serve, WebConfig, WebConfigError};
+pub use server::serve;
+pub use web_config::{TlsServerConfig, WebConfig, WebConfigError};
 
 /// A reload request and where to send its outcome.
 pub type ReloadRequest = oneshot::Sender<Result<(), ReloadError>>;
@@ -142,6 +147,25 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         let (status, _, body) = call(router(state), Request::post("/-/reload").body(Body::empty()).unwrap()).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    }
+
+    /// The daemon clears `ready` when it starts draining and keeps serving: from then on
+    /// `/-/ready` answers 503 (GET and HEAD), so load balancers stop sending scrapes, while
+    /// `/metrics` and `/-/healthy` still answer.
+    #[tokio::test]
+    async fn ready_answers_503_while_draining() {
+        let (state, _) = state(false);
+        state.ready.store(true, Ordering::Release);
+        let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+        let head = || Request::head("/-/ready").body(Body::empty()).unwrap();
+        assert_eq!(call(router(state.clone()), get("/-/ready")).await.0, StatusCode::OK);
+        assert_eq!(call(router(state.clone()), head()).await.0, StatusCode::OK);
+        state.ready.store(false, Ordering::Release); // what the daemon does on SIGTERM
+        let (status, _, body) = call(router(state.clone()), get("/-/ready")).await;
+        assert_eq!((status, body.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n"));
+        assert_eq!(call(router(state.clone()), head()).await.0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(call(router(state.clone()), get("/-/healthy")).await.0, StatusCode::OK);
+        assert_eq!(call(router(state), get("/metrics")).await.0, StatusCode::OK);
     }
 
     #[tokio::test]

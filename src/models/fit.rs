@@ -100,7 +100,19 @@ impl Path {
     fn is_finite(&self) -> bool {
         [&self.point, &self.lower, &self.upper].iter().all(|v| v.iter().all(|x| x.is_finite()))
     }
+
+    /// Every value multiplied by `factor`, a power of two, cut to ±f64::MAX where that overflows.
+    fn scaled(mut self, factor: f64) -> Self {
+        for v in [&mut self.point, &mut self.lower, &mut self.upper] {
+            v.iter_mut().for_each(|x| *x = (*x * factor).clamp(-f64::MAX, f64::MAX));
+        }
+        self
+    }
 }
+
+/// Series with a value beyond this are fitted scaled down by a power of two: the sums and
+/// squares every model takes overflow for values near f64::MAX.
+const LARGEST_FITTED: f64 = 1e100;
 
 /// Fits `spec` to `y` (regular samples, `step_secs` apart, the first at `start_ts`) and predicts
 /// `horizon` steps ahead with a band at `level`.
@@ -108,6 +120,14 @@ impl Path {
 /// # Errors
 /// Too few samples, or the fitting library failed or produced non-finite values.
 pub fn fit(spec: &ModelSpec, y: &[f64], start_ts: i64, step_secs: i64, level: f64, horizon: usize) -> Result<Path, Error> {
+    let largest = y.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    if largest > LARGEST_FITTED && largest.is_finite() {
+        // Exact: dividing by a power of two changes only the exponent. Then the largest value is
+        // in [1, 2), so this does not recurse again.
+        let factor = 2f64.powi(largest.log2().floor() as i32);
+        let scaled: Vec<f64> = y.iter().map(|v| v / factor).collect();
+        return fit(spec, &scaled, start_ts, step_secs, level, horizon).map(|path| path.scaled(factor));
+    }
     let model = spec.name();
     let step = crate::config::Duration::from_secs(step_secs as u64);
     let periods = spec.periods(&step);
@@ -339,6 +359,23 @@ mod tests {
         // an all-zero series has no scale: the band stays as narrow as a float allows
         let zeros = fit(&ModelSpec::Linear {}, &[0.0; 50], 0, 60, 0.95, 1).unwrap();
         assert!(zeros.upper[0] > 0.0 && zeros.upper[0] < 1e-300);
+    }
+
+    #[test]
+    fn values_near_the_largest_float_are_fitted() {
+        let day = Duration::from_secs(24 * 3600);
+        let specs = [ModelSpec::Linear {}, ModelSpec::Ets {}, ModelSpec::Holt {}, ModelSpec::Mstl { seasonality: vec![day.clone()] }];
+        // up to 1.5e308: every sum or square of these overflows
+        let big: Vec<f64> = seasonal(24 * 8).iter().map(|v| v * 1e307).collect();
+        for spec in specs.iter().chain([&ModelSpec::SeasonalNaive { season: day }]) {
+            let path = fit(spec, &big, 0, 3600, 0.95, 12).unwrap_or_else(|e| panic!("{spec:?}: {e}"));
+            assert!(path.is_finite(), "{spec:?}: {path:?}");
+            // the fit the model makes of the series at an ordinary scale
+            let plain = fit(spec, &seasonal(24 * 8), 0, 3600, 0.95, 12).unwrap();
+            let unscaled = |v: &[f64]| v.iter().map(|x| x / 1e307).collect::<Vec<_>>();
+            assert_close(&unscaled(&path.point), &plain.point, 0.05);
+            assert_close(&unscaled(&path.upper), &plain.upper, 0.05);
+        }
     }
 
     #[test]

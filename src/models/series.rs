@@ -5,6 +5,9 @@
 //! shifted by an online level correction (an exponentially weighted mean of in-band residuals,
 //! so slow drift is absorbed while anomalies are not learned). Refits train on the history kept
 //! here, so they never re-download it.
+//!
+//! Every prediction, band and score is finite, even for values near ±f64::MAX: differences are
+//! taken in halves (exact for ordinary values) and results beyond f64's range are cut to ±MAX.
 
 use std::collections::VecDeque;
 
@@ -15,6 +18,11 @@ use crate::exporter::Point;
 
 /// Weight of the newest in-band residual in the online level correction.
 const LEVEL_ALPHA: f64 = 0.1;
+
+/// `x`, with an infinity (an overflow of finite operands) cut to the nearest finite value.
+fn saturate(x: f64) -> f64 {
+    x.clamp(-f64::MAX, f64::MAX)
+}
 
 #[derive(Clone, Debug)]
 struct Fitted {
@@ -144,9 +152,12 @@ impl SeriesModel {
             return None;
         }
         let k = (ahead / self.step - 1) as usize;
-        let (p, l, u) = (f.path.point.get(k)?, f.path.lower.get(k)?, f.path.upper.get(k)?);
-        let (yhat, scale) = (p + self.offset, self.scale());
-        Some((yhat, yhat - (p - l) * scale, yhat + (u - p) * scale))
+        let (p, l, u) = (*f.path.point.get(k)?, *f.path.lower.get(k)?, *f.path.upper.get(k)?);
+        let (yhat, scale) = (saturate(p + self.offset), self.scale());
+        // Half-widths in halves: `p - l` of two finite values can overflow, half of it cannot.
+        // Halving and doubling are exact, so ordinary bands come out as `yhat - (p - l) * scale`.
+        let (below, above) = ((p / 2.0 - l / 2.0) * scale, (u / 2.0 - p / 2.0) * scale);
+        Some((yhat, saturate((yhat / 2.0 - below) * 2.0), saturate((yhat / 2.0 + above) * 2.0)))
     }
 
     /// Scores a new sample, updates the online state and appends it to the history.
@@ -162,14 +173,18 @@ impl SeriesModel {
             // Deviations below `min_deviation` are learned too: a flat history has a zero-width
             // band, and its slow drift must not grow until it scores.
             let unguarded = anomaly_score(y, yhat, lower, upper, Direction::Both, 0.0);
-            if unguarded <= 1.0 || (y - yhat).abs() < min_deviation {
-                self.offset += LEVEL_ALPHA * (y - yhat);
+            let deviation = y - yhat;
+            if unguarded <= 1.0 || deviation.abs() < min_deviation {
+                // y and yhat near ±f64::MAX: their difference overflows, a tenth of each does not
+                let correction = if deviation.is_finite() { LEVEL_ALPHA * deviation } else { LEVEL_ALPHA * y - LEVEL_ALPHA * yhat };
+                self.offset = saturate(self.offset + correction);
             }
-            // measured against the fit's own band, before scaling
-            let side = if y >= yhat { upper - yhat } else { yhat - lower };
+            // measured against the fit's own band, before scaling; in halves, which have the same
+            // ratio and cannot overflow
+            let side = if y >= yhat { upper / 2.0 - yhat / 2.0 } else { yhat / 2.0 - lower / 2.0 };
             let scale = self.scale();
             if let Some(c) = &mut self.calibration {
-                c.record(y - yhat, side / scale);
+                c.record(y / 2.0 - yhat / 2.0, side / scale);
             }
             Point { ts, y, yhat, lower, upper, score }
         });
@@ -283,6 +298,44 @@ mod tests {
         assert!((0.05..0.15).contains(&share), "{share}");
         let (yhat, lower, upper) = calibrated.predict(60 * 601).unwrap();
         assert!((1.2..1.6).contains(&(upper - yhat)) && (1.2..1.6).contains(&(yhat - lower)), "{lower} {yhat} {upper}");
+    }
+
+    #[track_caller]
+    fn assert_finite(p: &Point) {
+        assert!([p.y, p.yhat, p.lower, p.upper, p.score].iter().all(|v| v.is_finite()), "{p:?}");
+    }
+
+    #[test]
+    fn extreme_finite_values_give_finite_outputs_and_high_scores() {
+        // a path near f64::MAX whose band is wider than f64::MAX can hold
+        let extreme = Path { point: vec![1e308; 20], lower: vec![-1e308; 20], upper: vec![1.2e308; 20] };
+        for mut m in [SeriesModel::new(60, 100), SeriesModel::new(60, 100).calibrated(0.9)] {
+            m.push(0, 1e308);
+            m.set_fit(0, extreme.clone());
+            let (yhat, lower, upper) = m.predict(60).unwrap();
+            assert!(yhat.is_finite() && lower.is_finite() && upper.is_finite(), "{lower} {yhat} {upper}");
+            // the farthest finite observation below: a deviation of more than f64::MAX
+            let p = m.observe(60, -f64::MAX, Direction::Both, 0.0).unwrap();
+            assert_finite(&p);
+            assert!(p.score > 1.0, "a maximal deviation scored {}", p.score);
+            // in-band observations far from the prediction move the level without overflowing it
+            for (i, y) in [f64::MAX, -1e308, f64::MAX, f64::MAX, 0.0].into_iter().enumerate() {
+                let p = m.observe(120 + 60 * i as i64, y, Direction::Both, 0.0).unwrap();
+                assert_finite(&p);
+            }
+            let (yhat, lower, upper) = m.predict(480).unwrap();
+            assert!(yhat.is_finite() && lower.is_finite() && upper.is_finite(), "{lower} {yhat} {upper}");
+        }
+        // a narrow band at the top of the range: the largest deviation scores the most
+        let mut m = SeriesModel::new(60, 100);
+        m.push(0, 1.7e308);
+        m.set_fit(0, Path { point: vec![1.7e308; 5], lower: vec![1.69e308; 5], upper: vec![1.71e308; 5] });
+        let p = m.observe(60, -f64::MAX, Direction::Both, 0.0).unwrap();
+        assert_finite(&p);
+        assert!(p.score > 100.0, "{p:?}");
+        let p = m.observe(120, -f64::MAX, Direction::Both, 0.0).unwrap();
+        assert_finite(&p);
+        assert!(p.score > 100.0, "an anomaly is not learned: {p:?}");
     }
 
     #[test]

@@ -23,6 +23,24 @@ pub enum Error {
     /// The client could not be built from its configuration.
     #[error("source config: {0}")]
     Config(String),
+    /// The answer's body is larger than the client accepts (see
+    /// [`MAX_ANSWER_BYTES`](super::MAX_ANSWER_BYTES)).
+    #[error("the answer is larger than {limit} bytes: split the expression (narrower selectors, or shards)")]
+    TooLarge {
+        /// The cap, in bytes.
+        limit: usize,
+    },
+    /// Two series of the answer have the same labels without `__name__`, which pulsewatch's
+    /// outputs drop.
+    #[error("vector cannot contain metrics with the same labelset: {first} and {second} are both {key} once __name__ is dropped")]
+    DuplicateLabelset {
+        /// The labels they share.
+        key: String,
+        /// One series' labels.
+        first: String,
+        /// The other's.
+        second: String,
+    },
 }
 
 impl Error {
@@ -32,7 +50,8 @@ impl Error {
         match self {
             Error::Timeout(_) | Error::Transport(_) => true,
             Error::Status { code, .. } => *code >= 500 || *code == 429,
-            Error::Decode(_) | Error::Config(_) => false,
+            // the same query would get the same answer
+            Error::Decode(_) | Error::Config(_) | Error::TooLarge { .. } | Error::DuplicateLabelset { .. } => false,
         }
     }
 }

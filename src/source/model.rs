@@ -16,11 +16,12 @@ pub fn format_labels(labels: &Labels) -> String {
     format!("{{{}}}", inner.join(", "))
 }
 
-/// One series of a range-query answer: its labels and finite samples in time order.
+/// One series of a range-query answer: its labels and samples.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Series {
     /// The labels, `__name__` included when the expression keeps it.
     pub labels: Labels,
-    /// `(timestamp in Unix seconds, value)`, strictly increasing in time, all finite.
+    /// `(timestamp in Unix seconds, value)`. Once [`validate`](super::validate)d (as everything
+    /// the engine reads is): on the query's grid, strictly increasing in time, all finite.
     pub samples: Vec<(i64, f64)>,
 }

@@ -3,10 +3,12 @@
 mod alerting;
 mod autoencoder;
 mod backtest;
+mod chaos;
 mod cli;
 mod dashboards;
 mod e2e;
 mod grafana;
 mod harness;
+mod http_limits;
 mod lifecycle;
 mod web;
