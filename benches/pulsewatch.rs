@@ -85,8 +85,11 @@ fn bench_models() {
 }
 
 fn bench_render() {
-    println!("\n| exported input series | output samples | /metrics render, text (median of 5) | OpenMetrics |\n|---|---|---|---|");
-    for n in [10_000usize, 100_000] {
+    println!(
+        "\n| exported input series | label names | output samples | /metrics render, text (median of 5) | OpenMetrics | OpenMetrics, UTF-8 names |\n|---|---|---|---|---|---|"
+    );
+    // Legacy names only, and OpenTelemetry-style names that every scrape escapes (or quotes).
+    for (n, otel) in [(10_000usize, false), (100_000, false), (10_000, true), (100_000, true)] {
         let exporter = Exporter::default();
         let rule: Rule = pulsewatch::config::rules::parse(
             std::path::Path::new("bench.yaml"),
@@ -106,8 +109,8 @@ fn bench_render() {
         let point = Point { ts: 0, y: 1.5, yhat: 1.25, lower: 0.5, upper: 2.0, score: 0.3333 };
         let outputs: Vec<SeriesOutput> = (0..n)
             .map(|i| {
-                let labels =
-                    BTreeMap::from([("instance".to_string(), format!("host-{i:06}:9100")), ("job".to_string(), "node".to_string())]);
+                let (instance, job) = if otel { ("service.instance.id", "service.name") } else { ("instance", "job") };
+                let labels = BTreeMap::from([(instance.to_string(), format!("host-{i:06}:9100")), (job.to_string(), "node".to_string())]);
                 SeriesOutput::forecast(&labels, &rule, point, vec![("1h".into(), (1.0, 0.5, 1.5))])
             })
             .collect();
@@ -127,10 +130,13 @@ fn bench_render() {
             )
         };
         let samples = encode(&registry, Format::TEXT).unwrap().lines().filter(|l| l.starts_with("pulsewatch_")).count();
+        let utf8 = Format::negotiate(Some("application/openmetrics-text;version=1.0.0;escaping=allow-utf-8"));
         println!(
-            "| {n} | {samples} | {:.0} ms | {:.0} ms |",
+            "| {n} | {} | {samples} | {:.0} ms | {:.0} ms | {:.0} ms |",
+            if otel { "`service.instance.id`, `service.name`" } else { "`instance`, `job`" },
             time(Format::TEXT).as_secs_f64() * 1e3,
-            time(Format::OPENMETRICS).as_secs_f64() * 1e3
+            time(Format::OPENMETRICS).as_secs_f64() * 1e3,
+            time(utf8).as_secs_f64() * 1e3
         );
     }
 }

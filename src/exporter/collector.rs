@@ -1,7 +1,7 @@
 //! The `/metrics` side of the exporter: rule outputs and per-rule status, in a fixed order.
 //!
-//! Families come in a fixed order, series within a family in rule then label order (groups and
-//! rules are BTreeMaps and each rule's series are sorted), so the output is deterministic. Outputs
+//! Families come in a fixed order, series within a family in rule then label order (groups by
+//! key, rules by name, each rule's series by labels), so the output is deterministic. Outputs
 //! older than their rule's staleness period are skipped here, so they vanish even when no
 //! evaluation runs to remove them (for instance while the data source is down). Upstream label
 //! names are written as the scrape negotiated ([`Escaping`]): a name outside the legacy set never
@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, LabelSetEncoder};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
@@ -21,9 +21,6 @@ use prometheus_client::registry::Unit;
 use super::format::{self, is_legacy_label_name, Escaping};
 use super::snapshot::{Exporter, RuleEntry, SeriesOutput, Values, OWN_LABELS};
 use crate::clock::Clock;
-
-/// One forecast sample to write: its labels (with `horizon`) and `(point, lower, upper)`.
-type ForecastRow<'a> = (Vec<Label<'a>>, &'a (f64, f64, f64));
 
 /// Encodes the current snapshot on every scrape.
 #[derive(Debug)]
@@ -95,12 +92,58 @@ type Label<'a> = (Cow<'a, str>, &'a str);
 /// One output series as this scrape writes it.
 struct Written<'a> {
     series: &'a SeriesOutput,
-    /// Sorted by the names the scraper stores.
-    labels: Vec<Label<'a>>,
-    /// Where `horizon` goes in `labels` for the forecast families.
+    /// Sorted by the names the scraper stores; `None` when every name is written as recorded (the
+    /// common case, which then costs no copy).
+    escaped: Option<Vec<Label<'a>>>,
+    /// Where `horizon` goes among the labels for the forecast families.
     horizon_at: usize,
-    /// Whether a name had to be escaped.
-    escaped: bool,
+}
+
+/// Some of a series' labels, as written: what the encoder is handed.
+#[derive(Clone, Copy)]
+enum LabelsPart<'a> {
+    Recorded(&'a [(String, String)]),
+    Escaped(&'a [Label<'a>]),
+}
+
+impl EncodeLabelSet for LabelsPart<'_> {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        match self {
+            LabelsPart::Recorded(labels) => labels.encode(encoder),
+            LabelsPart::Escaped(labels) => labels.encode(encoder),
+        }
+    }
+}
+
+impl<'a> Written<'a> {
+    fn labels(&self) -> LabelsPart<'_> {
+        match &self.escaped {
+            None => LabelsPart::Recorded(&self.series.labels),
+            Some(labels) => LabelsPart::Escaped(labels),
+        }
+    }
+
+    /// The labels before and after where `horizon` goes.
+    fn around_horizon(&self) -> (LabelsPart<'_>, LabelsPart<'_>) {
+        match &self.escaped {
+            None => {
+                let (before, after) = self.series.labels.split_at(self.horizon_at);
+                (LabelsPart::Recorded(before), LabelsPart::Recorded(after))
+            }
+            Some(labels) => {
+                let (before, after) = labels.split_at(self.horizon_at);
+                (LabelsPart::Escaped(before), LabelsPart::Escaped(after))
+            }
+        }
+    }
+
+    /// The labels as (name, value) pairs, to compare series.
+    fn pairs(&self) -> Vec<(&str, &str)> {
+        match &self.escaped {
+            None => self.series.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+            Some(labels) => labels.iter().map(|(k, v)| (k.as_ref(), *v)).collect(),
+        }
+    }
 }
 
 /// Whether label `name` cannot be written as it is: outside the legacy set, or `__name__`, which
@@ -116,9 +159,9 @@ fn needs_escaping(name: &str) -> bool {
 fn written(series: &SeriesOutput, escaping: Escaping) -> Written<'_> {
     let labels = &series.labels;
     if !labels.iter().any(|(name, _)| needs_escaping(name)) {
-        let labels: Vec<Label<'_>> = labels.iter().map(|(k, v)| (Cow::Borrowed(k.as_str()), v.as_str())).collect();
-        let horizon_at = labels.partition_point(|(k, _)| k.as_ref() < "horizon");
-        return Written { series, labels, horizon_at, escaped: false };
+        // Recorded labels are sorted (`SeriesOutput::new` builds them from a BTreeMap).
+        let horizon_at = labels.partition_point(|(k, _)| k.as_str() < "horizon");
+        return Written { series, escaped: None, horizon_at };
     }
     let mut taken: HashSet<Cow<'_, str>> = OWN_LABELS.iter().chain(&["__name__"]).map(|n| Cow::Borrowed(*n)).collect();
     taken.extend(labels.iter().filter(|(name, _)| !needs_escaping(name)).map(|(name, _)| Cow::Borrowed(name.as_str())));
@@ -144,7 +187,7 @@ fn written(series: &SeriesOutput, escaping: Escaping) -> Written<'_> {
             }
         }
     }
-    Written { series, labels: out, horizon_at, escaped: true }
+    Written { series, escaped: Some(out), horizon_at }
 }
 
 /// The series of one rule as written, each label set once, so that the body never repeats a
@@ -153,20 +196,21 @@ fn written(series: &SeriesOutput, escaping: Escaping) -> Written<'_> {
 /// names needed no escaping is kept, else the first; only rules with an escaped name pay for that.
 fn written_rule(series: &[SeriesOutput], escaping: Escaping) -> Vec<Written<'_>> {
     let mut out: Vec<Written<'_>> = series.iter().map(|s| written(s, escaping)).collect();
-    if !out.iter().any(|w| w.escaped) {
-        out.dedup_by(|later, earlier| later.labels == earlier.labels);
+    if out.iter().all(|w| w.escaped.is_none()) {
+        out.dedup_by(|later, earlier| later.series.labels == earlier.series.labels);
         return out;
     }
-    let mut first: HashMap<&[Label<'_>], usize> = HashMap::with_capacity(out.len());
+    let pairs: Vec<Vec<(&str, &str)>> = out.iter().map(Written::pairs).collect();
+    let mut first: HashMap<&[(&str, &str)], usize> = HashMap::with_capacity(out.len());
     let mut keep = vec![true; out.len()];
-    for (i, w) in out.iter().enumerate() {
-        match first.get(w.labels.as_slice()) {
+    for (i, labels) in pairs.iter().enumerate() {
+        match first.get(labels.as_slice()) {
             None => {
-                first.insert(w.labels.as_slice(), i);
+                first.insert(labels, i);
             }
-            Some(&j) if out[j].escaped && !w.escaped => {
+            Some(&j) if out[j].escaped.is_some() && out[i].escaped.is_none() => {
                 keep[j] = false;
-                first.insert(w.labels.as_slice(), i);
+                first.insert(labels, i);
             }
             Some(_) => keep[i] = false,
         }
@@ -188,11 +232,9 @@ impl Collector for SnapshotCollector {
         let layout = self.exporter.layout();
         let now = self.clock.now();
         // Each rule's entry is read once, so that all families of a scrape agree on it.
-        let rules: Vec<(&str, &str, Arc<RuleEntry>)> = layout
-            .groups
-            .values()
-            .flat_map(|g| g.slots.iter().map(|(name, slot)| (g.label.as_str(), name.as_str(), slot.load())))
-            .collect();
+        let groups = layout.groups();
+        let rules: Vec<(&str, &str, Arc<RuleEntry>)> =
+            groups.iter().flat_map(|(_, g)| g.slots.iter().map(|(name, slot)| (g.label.as_str(), name.as_str(), slot.load()))).collect();
         let fresh: Vec<Written<'_>> = rules
             .iter()
             .filter(|(_, _, e)| now - e.refreshed <= e.stale_after)
@@ -203,27 +245,19 @@ impl Collector for SnapshotCollector {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for w in &fresh {
                 let Some(v) = value(w.series).and_then(finite) else { continue };
-                ConstGauge::new(v).encode(family.encode_family(&w.labels.as_slice())?)?;
+                ConstGauge::new(v).encode(family.encode_family(&w.labels())?)?;
             }
         }
-        // Per (series, horizon), its labels with `horizon` in place, shared by the three families.
-        let forecasts: Vec<ForecastRow<'_>> = fresh
-            .iter()
-            .flat_map(|w| {
-                w.series.forecasts().iter().map(|(horizon, forecast)| {
-                    let mut labels = Vec::with_capacity(w.labels.len() + 1);
-                    labels.extend_from_slice(&w.labels[..w.horizon_at]);
-                    labels.push((Cow::Borrowed("horizon"), horizon.as_str()));
-                    labels.extend_from_slice(&w.labels[w.horizon_at..]);
-                    (labels, forecast)
-                })
-            })
-            .collect();
         for (name, help, value) in FORECAST_FAMILIES {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for (labels, forecast) in &forecasts {
-                let Some(v) = finite(value(forecast)) else { continue };
-                ConstGauge::new(v).encode(family.encode_family(labels)?)?;
+            for w in &fresh {
+                let (before, after) = w.around_horizon();
+                for (horizon, forecast) in w.series.forecasts() {
+                    let Some(v) = finite(value(forecast)) else { continue };
+                    // The series' labels with `horizon` in its sorted place.
+                    let labels = ((before, [("horizon", horizon.as_str())]), after);
+                    ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+                }
             }
         }
         for (name, help, kind, unit, value) in status_families() {
@@ -244,7 +278,7 @@ impl Collector for SnapshotCollector {
             None,
             MetricType::Counter,
         )?;
-        for group in layout.groups.values() {
+        for (_, group) in &groups {
             let labels = [("rule_group", group.label.as_str())];
             ConstCounter::new(group.missed()).encode(missed.encode_family(&labels)?)?;
         }
@@ -255,7 +289,7 @@ impl Collector for SnapshotCollector {
             None,
             MetricType::Gauge,
         )?;
-        for group in layout.groups.values() {
+        for (_, group) in &groups {
             let Some(v) = finite(group.interval) else { continue };
             let labels = [("rule_group", group.label.as_str())];
             ConstGauge::new(v).encode(interval.encode_family(&labels)?)?;

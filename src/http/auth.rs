@@ -107,12 +107,13 @@ impl BasicAuth {
         cache.insert(key, tick);
     }
 
-    /// Runs bcrypt off the async workers, at most `bcrypt_concurrency()` at once; with `key`,
-    /// caches an accepted pair. Before verifying, looks again whether the pair was cached while
-    /// this request waited for its turn, so concurrent first scrapes with one pair pay once.
-    async fn verify(&self, password: Vec<u8>, hash: String, key: Option<Key>) -> bool {
+    /// Runs bcrypt off the async workers, at most `bcrypt_concurrency()` at once, and caches
+    /// `key` if the password is accepted and `remember` is set. Before verifying, looks again
+    /// whether `key` was cached while this request waited for its turn, so concurrent first
+    /// scrapes with one pair pay once.
+    async fn verify(&self, password: Vec<u8>, hash: String, key: Key, remember: bool) -> bool {
         let Ok(permit) = self.bcrypt.clone().acquire_owned().await else { return false };
-        if key.is_some_and(|key| self.cached(&key)) {
+        if self.cached(&key) {
             return true;
         }
         self.bcrypt_calls.fetch_add(1, Ordering::Relaxed);
@@ -121,7 +122,7 @@ impl BasicAuth {
         // waiter sees the pair cached.
         let outcome = tokio::task::spawn_blocking(move || (bcrypt::verify(password, &hash).unwrap_or(false), permit)).await;
         let Ok((ok, _permit)) = outcome else { return false };
-        if let (true, Some(key)) = (ok, key) {
+        if ok && remember {
             self.remember(key);
         }
         ok
@@ -131,12 +132,14 @@ impl BasicAuth {
     pub(crate) async fn check(&self, authorization: Option<&HeaderValue>) -> bool {
         let Some((user, password)) = authorization.and_then(credentials) else { return false };
         let Some(hash) = self.users.get(&user) else {
-            // The same work as for a known user, and the same answer as a wrong password.
-            self.verify(password, self.dummy.clone(), None).await;
+            // The same steps as for a known user (digest, cache lookups, bcrypt), and the same
+            // answer as a wrong password. The key is never cached: nothing is remembered for it.
+            let key = self.digest(&user, &self.dummy, &password);
+            let _ = self.cached(&key) || self.verify(password, self.dummy.clone(), key, false).await;
             return false;
         };
         let key = self.digest(&user, hash, &password);
-        self.cached(&key) || self.verify(password, hash.clone(), Some(key)).await
+        self.cached(&key) || self.verify(password, hash.clone(), key, true).await
     }
 }
 

@@ -7,10 +7,11 @@
 //! - A keep-alive connection with no request in flight is closed after [`IDLE_TIMEOUT`].
 //! - A connection whose request makes no progress for [`RESPONSE_TIMEOUT`] (a client that does
 //!   not read its response) is closed; handlers themselves stop at [`REQUEST_TIMEOUT`] (408).
-//! - At most `Limits::max_connections` are open. At the limit a new connection closes the one
-//!   without a request in flight that was active least recently; if every one has a request in
-//!   flight, new connections wait in the listen queue until one finishes. A connection with a
-//!   request in flight is never closed to make room.
+//! - At most `Limits::max_connections` are open. At the limit a new connection closes one
+//!   without a request in flight: first one that never sent a byte, then an idle keep-alive
+//!   one, then one mid-handshake or mid-request-head; the oldest first within each. If every
+//!   connection has a request in flight, new ones wait in the listen queue until one finishes.
+//!   A connection with a request in flight is never closed to make room.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -217,6 +218,8 @@ async fn connection(
         return serve_connection(tcp, router, conn, builder, limits, token).await;
     };
     let (deadline, _) = conn.deadline(limits);
+    // Under TLS, so that a ClientHello counts as hearing from the peer.
+    let tcp = ReadTracker { inner: tcp, conn: conn.clone(), plaintext: false };
     let handshake = tokio::select! {
         handshake = acceptor.accept(tcp, ()) => handshake,
         () = tokio::time::sleep_until(deadline) => return,
@@ -240,7 +243,7 @@ async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let io = TokioIo::new(ReadTracker { inner: io, conn: conn.clone() });
+    let io = TokioIo::new(ReadTracker { inner: io, conn: conn.clone(), plaintext: true });
     let served = builder.serve_connection(io, TowerToHyperService::new(Tracked { router, conn: conn.clone() }));
     tokio::pin!(served);
     let grace = loop {
@@ -324,7 +327,7 @@ impl Connections {
     fn insert(self: &Arc<Self>) -> (Arc<Conn>, Registration) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let conn = Arc::new(Conn {
-            state: Mutex::new(ConnState { in_flight: 0, requests: 0, reading: false, http2: false, since: Instant::now() }),
+            state: Mutex::new(ConnState { in_flight: 0, requests: 0, reading: false, http2: false, heard: false, since: Instant::now() }),
             wake: Notify::new(),
             evict: CancellationToken::new(),
             changed: self.changed.clone(),
@@ -333,16 +336,16 @@ impl Connections {
         (conn, Registration { connections: self.clone(), id })
     }
 
-    /// Asks the connection without a request in flight that was active least recently to
-    /// close; false if every connection has a request in flight. It counts until its task has
-    /// closed it: only then is its file descriptor free.
+    /// Asks the connection ranked first by [`Conn::eviction_rank`] to close; false if every
+    /// connection has a request in flight. It counts until its task has closed it: only then
+    /// is its file descriptor free.
     fn evict_one(&self) -> bool {
         let open = self.lock();
         let oldest = open
             .values()
             .filter(|conn| !conn.evict.is_cancelled())
-            .filter_map(|conn| Some((conn.quiet_since()?, conn)))
-            .min_by_key(|(since, _)| *since);
+            .filter_map(|conn| Some((conn.eviction_rank()?, conn)))
+            .min_by_key(|(rank, _)| *rank);
         match oldest {
             Some((_, conn)) => {
                 conn.evict.cancel();
@@ -400,6 +403,8 @@ struct ConnState {
     /// sends control frames between requests, so its idle time counts from the last response).
     reading: bool,
     http2: bool,
+    /// The peer sent at least one byte (a TLS record counts).
+    heard: bool,
     /// When the current phase began (see [`Conn::deadline`]).
     since: Instant,
 }
@@ -438,10 +443,20 @@ impl Conn {
         (state.since + timeout, phase)
     }
 
-    /// When the connection last did something, if it has no request in flight.
-    fn quiet_since(&self) -> Option<Instant> {
+    /// Which connection to close first to make room (the lowest), or `None` with a request
+    /// in flight: one that never sent a byte (a leak, a port scan, a flood), then one idle
+    /// between requests (its client reconnects when it needs to), then one mid-handshake or
+    /// mid-request-head (a scraper's new connection looks like that for a moment); within each,
+    /// the one whose phase began earliest.
+    fn eviction_rank(&self) -> Option<(u8, Instant)> {
         let state = self.lock();
-        (state.in_flight == 0).then_some(state.since)
+        let class = match &*state {
+            ConnState { in_flight: 1.., .. } => return None,
+            ConnState { heard: false, .. } => 0,
+            ConnState { requests: 1.., reading: false, .. } => 1,
+            ConnState { .. } => 2,
+        };
+        Some((class, state.since))
     }
 
     fn begin_request(self: &Arc<Self>, version: axum::http::Version) -> InFlight {
@@ -457,10 +472,12 @@ impl Conn {
         InFlight(self.clone())
     }
 
-    fn bytes_read(&self) {
+    /// The peer sent bytes: TLS records (`plaintext` false) or HTTP.
+    fn bytes_read(&self, plaintext: bool) {
         {
             let mut state = self.lock();
-            if state.in_flight > 0 || state.requests == 0 || state.reading || state.http2 {
+            state.heard = true;
+            if !plaintext || state.in_flight > 0 || state.requests == 0 || state.reading || state.http2 {
                 return;
             }
             state.reading = true;
@@ -545,11 +562,12 @@ impl http_body::Body for TrackedBody {
     }
 }
 
-/// The connection's byte stream (plain text, above TLS), noting the first bytes of each
-/// request that arrive between requests.
+/// A connection's byte stream, noting that the peer sent something and, for the plain text
+/// (HTTP, above TLS if any), the first bytes of each request that arrive between requests.
 struct ReadTracker<S> {
     inner: S,
     conn: Arc<Conn>,
+    plaintext: bool,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for ReadTracker<S> {
@@ -558,7 +576,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadTracker<S> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.conn.bytes_read();
+            this.conn.bytes_read(this.plaintext);
         }
         polled
     }
@@ -662,16 +680,31 @@ mod tests {
     }
 
     /// Reads (and drops) up to `limit` bytes; true if the server closed the connection first.
+    /// Paused time stands still meanwhile: a bulk transfer over loopback waits for the kernel
+    /// (a delayed ACK, say) in real time, and auto-advancing past the server's deadlines
+    /// then would close the connection under the test.
     async fn closed_within(stream: &mut TcpStream, limit: usize) -> bool {
-        let mut buf = vec![0u8; 1 << 16];
-        let mut total = 0;
-        while total < limit {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return true,
-                Ok(n) => total += n,
+        let drain = async {
+            let mut buf = vec![0u8; 1 << 16];
+            let mut total = 0;
+            while total < limit {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return true,
+                    Ok(n) => total += n,
+                }
             }
+            false
+        };
+        // Always ready again: the runtime never idles, so the paused clock never advances.
+        let hold_time = async {
+            loop {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::select! {
+            closed = drain => closed,
+            () = hold_time => unreachable!(),
         }
-        false
     }
 
     /// Reads one response to `HEALTHY` (which is small, so one `read` per chunk suffices).
@@ -744,6 +777,35 @@ mod tests {
             conn.write_all(HEALTHY).await.unwrap();
             read_healthy(conn).await;
         }
+    }
+
+    /// To make room, a connection that never sent a byte goes first (even the newest), then
+    /// one idle between requests, before one that is sending a request head.
+    #[tokio::test(start_paused = true)]
+    async fn eviction_prefers_silent_then_idle_connections() {
+        let limits = Limits { max_connections: 3, ..Limits::for_this_process() };
+        let ((addr, _server), _) = start_with(WebConfig::default(), limits, Arc::new(Notify::new()));
+        let mut sending = connect(addr);
+        sending.write_all(b"GET /-/healthy HTTP/1.1\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut idle = connect(addr);
+        idle.write_all(HEALTHY).await.unwrap();
+        read_healthy(&mut idle).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut silent = connect(addr);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut scrapers = Vec::new();
+        for (victim, name) in [(&mut silent, "silent"), (&mut idle, "idle")] {
+            let mut scraper = connect(addr);
+            scraper.write_all(HEALTHY).await.unwrap();
+            read_healthy(&mut scraper).await;
+            assert!(until_closed(victim).await < Duration::from_secs(1), "{name} was not closed first");
+            // Idle too now, but more recently than `idle`.
+            scrapers.push(scraper);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        sending.write_all(b"Host: 127.0.0.1\r\n\r\n").await.unwrap();
+        read_healthy(&mut sending).await;
     }
 
     /// A connection with a request in flight is never closed to make room: with every slot busy,
