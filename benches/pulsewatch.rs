@@ -72,7 +72,7 @@ fn bench_models() {
                 model.push(i as i64 * STEP, *v);
             }
             let at = (WEEK as i64 - 1) * STEP;
-            model.set_fit(at, week_ahead.clone());
+            model.set_fit(at, pulsewatch::models::Fit::Path(week_ahead.clone()));
             let t = Instant::now();
             for k in 1..=WEEK as i64 {
                 black_box(model.observe(at + k * STEP, data[WEEK + k as usize - 1], Direction::Both, 0.0));

@@ -3,10 +3,12 @@
 //!
 //! Each recording is replayed through the live engine ([`replay`]), then scored: window
 //! precision/recall/F1 at the alerting threshold, NAB's score with its threshold optimised over
-//! all files, and the accuracy of a holdout forecast ([`accuracy`]). Outputs: per-point and NAB
-//! results CSVs ([`report`]) and an SVG per series ([`plot`]).
+//! all files, the accuracy of a holdout forecast ([`accuracy`]), and what the shipped alerting
+//! rules would have sent ([`alerts`]). Outputs: per-point, NAB results and alerts CSVs
+//! ([`report`]) and an SVG per series ([`plot`]).
 
 pub mod accuracy;
+pub mod alerts;
 pub mod data;
 pub mod plot;
 pub mod replay;
@@ -21,6 +23,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::config::Rule;
 use crate::engine::FitPool;
 use crate::nab::{self, CorpusScore, Profile, WindowCounts};
+use alerts::{AlertCounts, AlertRules};
 use data::Recording;
 use replay::Trace;
 use report::FileLine;
@@ -61,6 +64,7 @@ impl Report {
 /// Labels that do not fit a recording's rows, and output I/O errors.
 pub async fn run(rule: &Rule, recordings: Vec<Recording>, labels: Option<&nab::Labels>, options: &Options) -> anyhow::Result<Report> {
     // Everything that can be checked is checked before minutes of replay.
+    let alert_rules = AlertRules::shipped()?;
     let mut rules = Vec::with_capacity(recordings.len());
     for recording in &recordings {
         rules.push(Arc::new(replay::rule_for(rule, recording)?));
@@ -114,6 +118,15 @@ pub async fn run(rule: &Rule, recordings: Vec<Recording>, labels: Option<&nab::L
         let key = &trace.recording.key;
         let windows = windows_of(trace);
         let counts = windows.map(|w| WindowCounts::count(result, w, report::ALERT_THRESHOLD)).transpose()?;
+        let rows = alerts::rows(trace);
+        let episodes = alert_rules.episodes(&rows);
+        let (alert_counts, outcomes) = match windows {
+            Some(w) => {
+                let (counts, outcomes) = AlertCounts::count(&episodes, &rows, result, w)?;
+                (counts, Some(outcomes))
+            }
+            None => (AlertCounts::unlabelled(&episodes), None),
+        };
         let holdout = accuracy::holdout(rule, &trace.recording, options.holdout).unwrap_or_else(|e| {
             tracing::warn!(series = %key, error = %e, "holdout fit failed");
             None
@@ -124,6 +137,7 @@ pub async fn run(rule: &Rule, recordings: Vec<Recording>, labels: Option<&nab::L
             scored: trace.points.iter().flatten().count(),
             flagged: trace.points.iter().flatten().filter(|p| p.score >= 1.0).count(),
             windows: counts,
+            alerts: alert_counts,
             nab_raw: corpus.first().and_then(|c| c.files.iter().find(|f| &f.key == key)).map(|f| f.raw),
             accuracy: holdout.as_ref().map(|h| h.accuracy.clone()),
         });
@@ -134,6 +148,8 @@ pub async fn run(rule: &Rule, recordings: Vec<Recording>, labels: Option<&nab::L
             }
             let with = |ext: &str| PathBuf::from(format!("{}.{ext}", base.display()));
             report::write_points(&with("points.csv"), trace).with_context(|| format!("writing {}", with("points.csv").display()))?;
+            report::write_alerts(&with("alerts.csv"), trace, &episodes, outcomes.as_deref())
+                .with_context(|| format!("writing {}", with("alerts.csv").display()))?;
             if let Some(w) = windows {
                 report::write_nab(&with("nab.csv"), trace, w).with_context(|| format!("writing {}", with("nab.csv").display()))?;
             }

@@ -1,9 +1,10 @@
-//! What a backtest writes: per-point CSVs, NAB results files, and the summary table.
+//! What a backtest writes: per-point CSVs, NAB results files, alerts CSVs, and the summary table.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use super::accuracy::Accuracy;
+use super::alerts::{self, AlertCounts, Episode, Outcome};
 use super::replay::Trace;
 use crate::nab::{self, CorpusScore, FileResult, WindowCounts};
 
@@ -72,6 +73,32 @@ pub fn write_nab(path: &Path, trace: &Trace, windows: &[nab::Window]) -> Result<
     Ok(())
 }
 
+/// Writes `firing,resolved,severity,outcome,window,delay_s`, one row per alert the shipped
+/// alerting rules would have sent (see [`alerts`]): the timestamps of the rows at which it starts
+/// firing and is resolved (empty if it still fires at the end), the severities that fired during
+/// it (`;`-separated), and with labels how it counts: `window` (with the window's number, from 1,
+/// and the seconds from its first row), `false`, or `probation` (not counted).
+///
+/// # Errors
+/// I/O errors.
+pub fn write_alerts(path: &Path, trace: &Trace, episodes: &[Episode], outcomes: Option<&[Outcome]>) -> Result<(), csv::Error> {
+    let mut w = csv::Writer::from_path(path)?;
+    w.write_record(["firing", "resolved", "severity", "outcome", "window", "delay_s"])?;
+    for (i, episode) in episodes.iter().enumerate() {
+        let resolved = if episode.end < trace.points.len() { timestamp(trace, episode.end) } else { String::new() };
+        let severity = episode.severities.iter().map(String::as_str).collect::<Vec<_>>().join(";");
+        let [outcome, window, delay] = match outcomes.map(|o| o[i]) {
+            None => Default::default(),
+            Some(Outcome::Probation) => ["probation".to_string(), String::new(), String::new()],
+            Some(Outcome::False) => ["false".to_string(), String::new(), String::new()],
+            Some(Outcome::Window { window, delay }) => ["window".to_string(), (window + 1).to_string(), delay.to_string()],
+        };
+        w.write_record([timestamp(trace, episode.start), resolved, severity, outcome, window, delay])?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
 /// One line of the summary.
 #[derive(Clone, Debug)]
 pub struct FileLine {
@@ -85,6 +112,9 @@ pub struct FileLine {
     pub flagged: usize,
     /// Window counts at the alerting threshold, when labelled.
     pub windows: Option<WindowCounts>,
+    /// What the shipped alerting rules would have sent (only [`AlertCounts::sent`] without
+    /// labels).
+    pub alerts: AlertCounts,
     /// Raw NAB standard-profile score at the optimised threshold, when labelled.
     pub nab_raw: Option<f64>,
     /// Holdout accuracy.
@@ -95,24 +125,51 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("-".into(), |v| format!("{v:.digits$}"))
 }
 
+fn delay(v: Option<i64>) -> String {
+    v.map_or("-".into(), alerts::format_secs)
+}
+
 /// The summary table: one line per file, a total, and the corpus NAB scores.
 pub fn summary(lines: &[FileLine], corpus: &[CorpusScore]) -> String {
     let width = lines.iter().map(|l| l.key.len()).max().unwrap_or(4).max(5);
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:width$}  {:>6} {:>6} {:>7} {:>3} {:>3} {:>3} {:>9} {:>6} {:>5} {:>8} {:>10} {:>10} {:>6} {:>8}",
-        "file", "rows", "scored", "flagged", "tp", "fp", "fn", "precision", "recall", "f1", "nab_raw", "mae", "rmse", "mase", "coverage"
+        "{:width$}  {:>6} {:>6} {:>7} {:>3} {:>3} {:>3} {:>9} {:>6} {:>5} {:>6} {:>7} {:>5} {:>6} {:>8} {:>8} {:>10} {:>10} {:>6} {:>8}",
+        "file",
+        "rows",
+        "scored",
+        "flagged",
+        "tp",
+        "fp",
+        "fn",
+        "precision",
+        "recall",
+        "f1",
+        "alerts",
+        "alerted",
+        "false",
+        "missed",
+        "delay",
+        "nab_raw",
+        "mae",
+        "rmse",
+        "mase",
+        "coverage"
     );
     let mut total = WindowCounts::default();
+    let mut total_alerts = AlertCounts::default();
     for l in lines {
         let w = l.windows.unwrap_or_default();
         total = total + w;
+        if l.windows.is_some() {
+            total_alerts = total_alerts + l.alerts.clone();
+        }
         let counts = |v: usize| if l.windows.is_some() { v.to_string() } else { "-".into() };
         let acc = l.accuracy.as_ref();
         let _ = writeln!(
             out,
-            "{:width$}  {:>6} {:>6} {:>7} {:>3} {:>3} {:>3} {:>9} {:>6} {:>5} {:>8} {:>10} {:>10} {:>6} {:>8}",
+            "{:width$}  {:>6} {:>6} {:>7} {:>3} {:>3} {:>3} {:>9} {:>6} {:>5} {:>6} {:>7} {:>5} {:>6} {:>8} {:>8} {:>10} {:>10} {:>6} {:>8}",
             l.key,
             l.rows,
             l.scored,
@@ -123,6 +180,11 @@ pub fn summary(lines: &[FileLine], corpus: &[CorpusScore]) -> String {
             opt(l.windows.map(|w| w.precision()), 2),
             opt(l.windows.map(|w| w.recall()), 2),
             opt(l.windows.map(|w| w.f1()), 2),
+            l.alerts.sent,
+            counts(l.alerts.windows_alerted),
+            counts(l.alerts.false_alerts),
+            counts(l.alerts.windows_missed),
+            delay(l.alerts.median_delay()),
             opt(l.nab_raw, 2),
             opt(acc.map(|a| a.mae), 3),
             opt(acc.map(|a| a.rmse), 3),
@@ -133,7 +195,7 @@ pub fn summary(lines: &[FileLine], corpus: &[CorpusScore]) -> String {
     if lines.iter().any(|l| l.windows.is_some()) {
         let _ = writeln!(
             out,
-            "{:width$}  {:>6} {:>6} {:>7} {:>3} {:>3} {:>3} {:>9.2} {:>6.2} {:>5.2}",
+            "{:width$}  {:>6} {:>6} {:>7} {:>3} {:>3} {:>3} {:>9.2} {:>6.2} {:>5.2} {:>6} {:>7} {:>5} {:>6} {:>8}",
             "total",
             lines.iter().map(|l| l.rows).sum::<usize>(),
             lines.iter().map(|l| l.scored).sum::<usize>(),
@@ -143,7 +205,26 @@ pub fn summary(lines: &[FileLine], corpus: &[CorpusScore]) -> String {
             total.fn_,
             total.precision(),
             total.recall(),
-            total.f1()
+            total.f1(),
+            total_alerts.sent,
+            total_alerts.windows_alerted,
+            total_alerts.false_alerts,
+            total_alerts.windows_missed,
+            delay(total_alerts.median_delay()),
+        );
+        let a = &total_alerts;
+        let _ = writeln!(
+            out,
+            "alerts ({} of rules/pulsewatch.rules.yml): {} of {} windows alerted, {} missed, {} false alerts ({} sent in all); \
+             delay to a window's first alert: median {}, max {}",
+            alerts::GROUP,
+            a.windows_alerted,
+            a.windows_alerted + a.windows_missed,
+            a.windows_missed,
+            a.false_alerts,
+            a.sent,
+            delay(a.median_delay()),
+            delay(a.max_delay()),
         );
     }
     for c in corpus {

@@ -14,10 +14,12 @@ pub enum ModelError {
     /// Prophet in a build without it.
     #[error("model prophet needs pulsewatch built with the `prophet` feature")]
     NoProphet,
-    /// A season that is not whole steps.
-    #[error("season {season} must be a whole number (>= 2) of steps of {step}")]
+    /// A season or window that is not whole steps.
+    #[error("{what} {season} must be a whole number (>= 2) of steps of {step}")]
     Season {
-        /// The season.
+        /// `season` or `window`.
+        what: &'static str,
+        /// The season or window.
         season: Duration,
         /// The rule's step.
         step: Duration,
@@ -57,6 +59,58 @@ pub enum ModelSpec {
     },
     /// Prophet (needs the `prophet` cargo feature).
     Prophet {},
+    /// The online seasonal model: a level and a per-phase season and spread, updated with
+    /// every sample (no batch refit; a refit re-checks the seasons).
+    Online {
+        /// `auto` (the default) finds the seasons in each series' history; `none`, or a list
+        /// such as `[1d]` or `[1d, 1w]`, sets them.
+        #[serde(default)]
+        seasonality: Seasonality,
+    },
+    /// Rolling mean and standard deviation over `window`: the band is `z` standard deviations.
+    Zscore {
+        /// The window, a whole number (>= 2) of steps.
+        window: Duration,
+    },
+    /// Rolling median and median absolute deviation over `window`.
+    Mad {
+        /// The window, a whole number (>= 2) of steps.
+        window: Duration,
+    },
+    /// Rolling quartiles over `window`: Tukey's fences, the band's width scaled to its level.
+    Iqr {
+        /// The window, a whole number (>= 2) of steps.
+        window: Duration,
+    },
+}
+
+/// The seasons of an online model.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Seasonality {
+    /// Found in each series' history at every fit ([`crate::models::find_seasons`]).
+    #[default]
+    Auto,
+    /// These seasons (none when empty).
+    Fixed(Vec<Duration>),
+}
+
+impl<'de> Deserialize<'de> for Seasonality {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Word(String),
+            List(Vec<Duration>),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Word(word) if word == "auto" => Ok(Seasonality::Auto),
+            Written::Word(word) if word == "none" => Ok(Seasonality::Fixed(Vec::new())),
+            Written::Word(word) => {
+                Err(serde::de::Error::custom(format!("seasonality must be `auto`, `none` or a list of durations, got `{word}`")))
+            }
+            Written::List(seasons) => Ok(Seasonality::Fixed(seasons)),
+        }
+    }
 }
 
 impl Default for ModelSpec {
@@ -75,7 +129,17 @@ impl ModelSpec {
             ModelSpec::Linear {} => "linear",
             ModelSpec::SeasonalNaive { .. } => "seasonal_naive",
             ModelSpec::Prophet {} => "prophet",
+            ModelSpec::Online { .. } => "online",
+            ModelSpec::Zscore { .. } => "zscore",
+            ModelSpec::Mad { .. } => "mad",
+            ModelSpec::Iqr { .. } => "iqr",
         }
+    }
+
+    /// Whether the model is updated online with every sample (a refit only re-checks its
+    /// seasons), rather than fitted in batch to a prediction path.
+    pub fn is_online(&self) -> bool {
+        matches!(self, ModelSpec::Online { .. } | ModelSpec::Zscore { .. } | ModelSpec::Mad { .. } | ModelSpec::Iqr { .. })
     }
 
     /// Season lengths in steps.
@@ -84,7 +148,18 @@ impl ModelSpec {
         match self {
             ModelSpec::Mstl { seasonality } => seasonality.iter().map(to_steps).collect(),
             ModelSpec::SeasonalNaive { season } => vec![to_steps(season)],
+            ModelSpec::Online { seasonality: Seasonality::Fixed(seasons) } => seasons.iter().map(to_steps).collect(),
             _ => Vec::new(),
+        }
+    }
+
+    /// The rolling window in steps, for the rolling detectors.
+    pub(crate) fn window(&self, step: &Duration) -> Option<usize> {
+        match self {
+            ModelSpec::Zscore { window } | ModelSpec::Mad { window } | ModelSpec::Iqr { window } => {
+                Some((window.secs() / step.secs()) as usize)
+            }
+            _ => None,
         }
     }
 
@@ -95,6 +170,9 @@ impl ModelSpec {
             // MSTL needs two full periods of its longest season.
             ModelSpec::Mstl { .. } => (2 * longest).max(10),
             ModelSpec::SeasonalNaive { .. } => (longest + 2).max(10),
+            // A fixed season is learned from two of its periods; `auto` starts without one.
+            ModelSpec::Online { .. } => (2 * longest).max(10),
+            ModelSpec::Zscore { .. } | ModelSpec::Mad { .. } | ModelSpec::Iqr { .. } => self.window(step).unwrap_or(0).max(10),
             _ => 10,
         }
     }
@@ -104,16 +182,19 @@ impl ModelSpec {
     /// # Errors
     /// Which setting does not fit.
     pub fn validate(&self, step: &Duration, history: &Duration) -> Result<(), ModelError> {
+        let what = if self.window(step).is_some() { "window" } else { "season" };
         let seasons: Vec<&Duration> = match self {
             ModelSpec::Mstl { seasonality } if seasonality.is_empty() => return Err(ModelError::NoSeason),
             ModelSpec::Mstl { seasonality } => seasonality.iter().collect(),
             ModelSpec::SeasonalNaive { season } => vec![season],
+            ModelSpec::Online { seasonality: Seasonality::Fixed(seasons) } => seasons.iter().collect(),
+            ModelSpec::Zscore { window } | ModelSpec::Mad { window } | ModelSpec::Iqr { window } => vec![window],
             ModelSpec::Prophet {} if !cfg!(feature = "prophet") => return Err(ModelError::NoProphet),
             _ => Vec::new(),
         };
         for season in &seasons {
             if season.secs() % step.secs() != 0 || season.secs() / step.secs() < 2 {
-                return Err(ModelError::Season { season: (*season).clone(), step: step.clone() });
+                return Err(ModelError::Season { what, season: (*season).clone(), step: step.clone() });
             }
         }
         let needed = self.min_points(step) as i64 * step.secs();
@@ -144,6 +225,36 @@ mod tests {
     fn season_must_be_whole_steps() {
         let spec = ModelSpec::SeasonalNaive { season: d("7m") };
         assert!(matches!(spec.validate(&d("5m"), &d("7d")), Err(ModelError::Season { .. })));
+    }
+
+    #[test]
+    fn online_models_parse_with_their_seasons_and_windows() {
+        let parse = |yaml: &str| serde_saphyr::from_str::<ModelSpec>(yaml);
+        assert_eq!(parse("{ type: online }").unwrap(), ModelSpec::Online { seasonality: Seasonality::Auto });
+        assert_eq!(parse("{ type: online, seasonality: auto }").unwrap(), ModelSpec::Online { seasonality: Seasonality::Auto });
+        assert_eq!(parse("{ type: online, seasonality: none }").unwrap(), ModelSpec::Online { seasonality: Seasonality::Fixed(vec![]) });
+        let both = parse("{ type: online, seasonality: [1d, 1w] }").unwrap();
+        assert_eq!(both, ModelSpec::Online { seasonality: Seasonality::Fixed(vec![d("1d"), d("1w")]) });
+        assert_eq!(both.periods(&d("1h")), vec![24, 168]);
+        assert!(both.is_online());
+        let err = parse("{ type: online, seasonality: weekly }").unwrap_err().to_string();
+        assert!(err.contains("`auto`, `none` or a list of durations"), "{err}");
+        let mad = parse("{ type: mad, window: 1h }").unwrap();
+        assert_eq!(mad.window(&d("5m")), Some(12));
+        assert_eq!(mad.min_points(&d("5m")), 12);
+        assert!(parse("{ type: zscore }").is_err(), "a rolling detector needs its window");
+        assert!(!ModelSpec::default().is_online());
+    }
+
+    #[test]
+    fn online_models_are_checked_against_step_and_history() {
+        let window = ModelSpec::Iqr { window: d("7m") };
+        assert_eq!(window.validate(&d("5m"), &d("7d")).unwrap_err().to_string(), "window 7m must be a whole number (>= 2) of steps of 5m");
+        let weekly = ModelSpec::Online { seasonality: Seasonality::Fixed(vec![d("1w")]) };
+        assert!(matches!(weekly.validate(&d("5m"), &d("7d")), Err(ModelError::History { .. })), "a weekly season needs two weeks");
+        assert!(weekly.validate(&d("5m"), &d("14d")).is_ok());
+        // `auto` looks for what the history can show: any history will do
+        assert!(ModelSpec::Online { seasonality: Seasonality::Auto }.validate(&d("5m"), &d("1h")).is_ok());
     }
 
     #[test]

@@ -64,7 +64,9 @@ impl ForecastState {
         }
         // A new series trains on all but its newest sample, which it then scores.
         for s in fresh {
-            let mut model = SeriesModel::new(step, points).calibrated(forecast.band);
+            let model = SeriesModel::new(step, points);
+            // An online model's band follows its deviations already.
+            let mut model = if forecast.model.is_online() { model } else { model.calibrated(forecast.band) };
             let mut samples = s.samples;
             let last = samples.pop();
             samples.iter().for_each(|&(ts, v)| model.push(ts, v));
@@ -134,7 +136,7 @@ impl ForecastState {
             tasks.spawn(async move {
                 let _permit = permit;
                 let began = Instant::now();
-                let result = tokio::task::spawn_blocking(move || models::fit(&spec, &values, start, step, band, horizon)).await;
+                let result = tokio::task::spawn_blocking(move || models::train(&spec, &values, start, step, band, horizon)).await;
                 (labels, at_ts, began.elapsed(), result)
             });
         }
@@ -145,9 +147,9 @@ impl ForecastState {
             }
             outcome.fits += 1;
             match result {
-                Ok(Ok(path)) => {
+                Ok(Ok(fit)) => {
                     if let Some(model) = self.series.get_mut(&labels) {
-                        model.set_fit(at_ts, path);
+                        model.set_fit(at_ts, fit);
                     }
                 }
                 failed => {

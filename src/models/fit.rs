@@ -5,9 +5,35 @@
 
 use augurs::ets::AutoETS;
 use augurs::mstl::MSTLModel;
-use augurs::{Fit, Forecast, Predict};
+use augurs::{Fit as _, Forecast, Predict};
 
+use super::online::Online;
 use super::{Error, ModelSpec};
+
+/// What a fit produces: a batch model's prediction path, or an online model's trained state.
+#[derive(Clone, Debug)]
+pub enum Fit {
+    /// A batch model's predictions for the steps after the training data.
+    Path(Path),
+    /// An online model, trained up to the last training sample.
+    Online(Online),
+}
+
+/// Fits `spec` to `y` as [`fit`] does, or trains an online model on it.
+///
+/// # Errors
+/// As [`fit`], for batch models; online models do not fail.
+pub fn train(spec: &ModelSpec, y: &[f64], start_ts: i64, step_secs: i64, level: f64, horizon: usize) -> Result<Fit, Error> {
+    if !spec.is_online() {
+        return fit(spec, y, start_ts, step_secs, level, horizon).map(Fit::Path);
+    }
+    let step = crate::config::Duration::from_secs(step_secs as u64);
+    let needed = spec.min_points(&step);
+    if y.len() < needed {
+        return Err(Error::TooShort { model: spec.name(), needed, got: y.len() });
+    }
+    Ok(Fit::Online(Online::train(spec, y, start_ts, step_secs, level, z(level), resolution(y))))
+}
 
 /// Point forecasts and band for the steps after the training data: index 0 is one step ahead.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -119,7 +145,20 @@ const LARGEST_FITTED: f64 = 1e100;
 ///
 /// # Errors
 /// Too few samples, or the fitting library failed or produced non-finite values.
+/// An online model is trained, then predicts `horizon` steps ahead without learning more.
 pub fn fit(spec: &ModelSpec, y: &[f64], start_ts: i64, step_secs: i64, level: f64, horizon: usize) -> Result<Path, Error> {
+    if spec.is_online() {
+        let Fit::Online(online) = train(spec, y, start_ts, step_secs, level, horizon)? else { unreachable!("an online spec") };
+        let next = start_ts.div_euclid(step_secs) + y.len() as i64;
+        let (mut point, mut lower, mut upper) = (Vec::new(), Vec::new(), Vec::new());
+        for k in 0..horizon {
+            let (p, l, u) = online.predict(next + k as i64, k + 1);
+            point.push(p);
+            lower.push(l);
+            upper.push(u);
+        }
+        return Ok(Path { point, lower, upper });
+    }
     let largest = y.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     if largest > LARGEST_FITTED && largest.is_finite() {
         // Exact: dividing by a power of two changes only the exponent. Then the largest value is
@@ -154,6 +193,9 @@ pub fn fit(spec: &ModelSpec, y: &[f64], start_ts: i64, step_secs: i64, level: f6
         ModelSpec::Linear {} => linear(y, level, horizon),
         ModelSpec::SeasonalNaive { .. } => seasonal_naive(y, periods[0], level, horizon),
         ModelSpec::Prophet {} => prophet(y, start_ts, step_secs, level, horizon)?,
+        ModelSpec::Online { .. } | ModelSpec::Zscore { .. } | ModelSpec::Mad { .. } | ModelSpec::Iqr { .. } => {
+            unreachable!("online models are trained above")
+        }
     };
     let path = path.at_least(resolution(y));
     if path.len() != horizon || !path.is_finite() {
@@ -192,7 +234,7 @@ const RELATIVE_RESOLUTION: f64 = 1e-3;
 /// The smallest deviation worth a score: a series that a model fits exactly (a flat line, a
 /// clean wave) has a zero-width band, and float noise in the fit would otherwise score in the
 /// millions. 0.1% of the series' typical magnitude is below what any dashboard shows.
-fn resolution(y: &[f64]) -> f64 {
+pub(super) fn resolution(y: &[f64]) -> f64 {
     let scale = y.iter().map(|v| v.abs()).sum::<f64>() / y.len().max(1) as f64;
     if scale > 0.0 {
         RELATIVE_RESOLUTION * scale
@@ -202,7 +244,7 @@ fn resolution(y: &[f64]) -> f64 {
 }
 
 /// Two-sided standard-normal quantile for a central interval at `level`.
-fn z(level: f64) -> f64 {
+pub(super) fn z(level: f64) -> f64 {
     distrs::Normal::ppf(0.5 + level / 2.0, 0.0, 1.0)
 }
 

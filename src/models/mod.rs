@@ -7,15 +7,23 @@
 
 mod calibration;
 mod fit;
+mod online;
+mod rolling;
 mod score;
+mod seasonal;
+mod seasonality;
 mod series;
+#[cfg(test)]
+mod testing;
 
 pub use crate::config::ModelSpec;
 
 pub use crate::exporter::Point;
-pub use fit::{fit, Path};
+pub use fit::{fit, train, Fit, Path};
+pub use online::Online;
 pub use score::anomaly_score;
 pub(crate) use score::MAX_SCORE;
+pub use seasonality::find_seasons;
 pub use series::SeriesModel;
 
 /// Errors from fitting or predicting.

@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 
 use super::calibration::Calibration;
-use super::{anomaly_score, Path};
+use super::{anomaly_score, Fit};
 use crate::config::Direction;
 use crate::exporter::Point;
 
@@ -28,7 +28,7 @@ fn saturate(x: f64) -> f64 {
 struct Fitted {
     /// Timestamp of the last training sample; `path[0]` predicts one step after it.
     at_ts: i64,
-    path: Path,
+    model: Fit,
 }
 
 /// Model state of one series.
@@ -118,9 +118,11 @@ impl SeriesModel {
         }
         match &self.fitted {
             None => true,
-            Some(f) => {
-                let path_end = f.at_ts + f.path.len() as i64 * self.step;
-                until_ts - f.at_ts >= refit_secs || until_ts + reach_secs > path_end
+            // An online model predicts any step ahead: only the cadence re-trains it.
+            Some(Fitted { at_ts, model: Fit::Online(_) }) => until_ts - at_ts >= refit_secs,
+            Some(Fitted { at_ts, model: Fit::Path(path) }) => {
+                let path_end = at_ts + path.len() as i64 * self.step;
+                until_ts - at_ts >= refit_secs || until_ts + reach_secs > path_end
             }
         }
     }
@@ -132,9 +134,9 @@ impl SeriesModel {
         Some((self.values.iter().copied().collect(), start))
     }
 
-    /// Installs a path fitted on the history that ends at `at_ts`, and resets the online state.
-    pub fn set_fit(&mut self, at_ts: i64, path: Path) {
-        self.fitted = Some(Fitted { at_ts, path });
+    /// Installs a fit of the history that ends at `at_ts`, and resets the online correction.
+    pub fn set_fit(&mut self, at_ts: i64, model: Fit) {
+        self.fitted = Some(Fitted { at_ts, model });
         self.offset = 0.0;
         self.retry_at = None;
     }
@@ -144,20 +146,39 @@ impl SeriesModel {
         self.retry_at = Some(retry_at);
     }
 
-    /// The prediction and band for `ts` from the fitted path, with the online correction.
+    /// The prediction and band for `ts`: from the fitted path with the online correction, or
+    /// from the online model.
     pub fn predict(&self, ts: i64) -> Option<(f64, f64, f64)> {
         let f = self.fitted.as_ref()?;
-        let ahead = ts - f.at_ts;
-        if ahead <= 0 || ahead % self.step != 0 {
-            return None;
-        }
-        let k = (ahead / self.step - 1) as usize;
-        let (p, l, u) = (*f.path.point.get(k)?, *f.path.lower.get(k)?, *f.path.upper.get(k)?);
-        let (yhat, scale) = (saturate(p + self.offset), self.scale());
+        let (p, l, u) = match &f.model {
+            Fit::Path(path) => {
+                let ahead = ts - f.at_ts;
+                if ahead <= 0 || ahead % self.step != 0 {
+                    return None;
+                }
+                let k = (ahead / self.step - 1) as usize;
+                (*path.point.get(k)?, *path.lower.get(k)?, *path.upper.get(k)?)
+            }
+            Fit::Online(online) => {
+                let last = self.last_ts?;
+                let ahead = ts - last;
+                if ahead <= 0 || ahead % self.step != 0 {
+                    return None;
+                }
+                let (yhat, lower, upper) = online.predict(ts.div_euclid(self.step), (ahead / self.step) as usize);
+                return Some(self.calibrated_band(yhat, lower, upper, 0.0));
+            }
+        };
+        Some(self.calibrated_band(p, l, u, self.offset))
+    }
+
+    /// The prediction `p + offset` with the band `[l, u]` around `p` scaled by the calibration.
+    fn calibrated_band(&self, p: f64, l: f64, u: f64, offset: f64) -> (f64, f64, f64) {
+        let (yhat, scale) = (saturate(p + offset), self.scale());
         // Half-widths in halves: `p - l` of two finite values can overflow, half of it cannot.
         // Halving and doubling are exact, so ordinary bands come out as `yhat - (p - l) * scale`.
         let (below, above) = ((p / 2.0 - l / 2.0) * scale, (u / 2.0 - p / 2.0) * scale);
-        Some((yhat, saturate((yhat / 2.0 - below) * 2.0), saturate((yhat / 2.0 + above) * 2.0)))
+        (yhat, saturate((yhat / 2.0 - below) * 2.0), saturate((yhat / 2.0 + above) * 2.0))
     }
 
     /// Scores a new sample, updates the online state and appends it to the history.
@@ -165,6 +186,16 @@ impl SeriesModel {
     pub fn observe(&mut self, ts: i64, y: f64, direction: Direction, min_deviation: f64) -> Option<Point> {
         if !y.is_finite() || self.last_ts.is_some_and(|last| ts <= last) {
             return None;
+        }
+        if let (Some(Fitted { model: Fit::Online(online), .. }), Some(last)) = (&mut self.fitted, self.last_ts) {
+            let ahead = ts - last;
+            let point = (ahead % self.step == 0).then(|| {
+                let (yhat, lower, upper) = online.observe(ts.div_euclid(self.step), y, (ahead / self.step) as usize);
+                Point { ts, y, yhat, lower, upper, score: anomaly_score(y, yhat, lower, upper, direction, min_deviation) }
+            });
+            self.push(ts, y);
+            self.last_point = point;
+            return point;
         }
         let point = self.predict(ts).map(|(yhat, lower, upper)| {
             let score = anomaly_score(y, yhat, lower, upper, direction, min_deviation);
@@ -205,6 +236,7 @@ impl SeriesModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::Path;
 
     fn path(n: usize, value: f64) -> Path {
         Path { point: vec![value; n], lower: vec![value - 1.0; n], upper: vec![value + 1.0; n] }
@@ -230,7 +262,7 @@ mod tests {
     fn scores_against_the_path_and_tracks_level() {
         let mut m = SeriesModel::new(60, 100);
         m.push(0, 10.0);
-        m.set_fit(0, path(10, 10.0));
+        m.set_fit(0, Fit::Path(path(10, 10.0)));
         let p = m.observe(60, 10.5, Direction::Both, 0.0).unwrap();
         assert_eq!((p.yhat, p.score), (10.0, 0.5));
         // the in-band residual moved the level by alpha * 0.5
@@ -247,7 +279,7 @@ mod tests {
     fn guarded_deviations_are_not_learned() {
         let mut m = SeriesModel::new(60, 100);
         m.push(0, 10.0);
-        m.set_fit(0, path(10, 10.0));
+        m.set_fit(0, Fit::Path(path(10, 10.0)));
         // a drop far below the band scores 0 under `direction: above`, and must not move the level
         let p = m.observe(60, 0.0, Direction::Above, 0.0).unwrap();
         assert_eq!(p.score, 0.0);
@@ -258,7 +290,7 @@ mod tests {
     fn flat_series_learns_drift_below_min_deviation() {
         let mut m = SeriesModel::new(60, 100);
         m.push(0, 5.0);
-        m.set_fit(0, Path { point: vec![5.0; 10], lower: vec![5.0; 10], upper: vec![5.0; 10] });
+        m.set_fit(0, Fit::Path(Path { point: vec![5.0; 10], lower: vec![5.0; 10], upper: vec![5.0; 10] }));
         let p = m.observe(60, 5.1, Direction::Both, 0.5).unwrap();
         assert_eq!(p.score, 0.0);
         assert!((m.predict(120).unwrap().0 - 5.01).abs() < 1e-12, "the level moved toward 5.1");
@@ -268,7 +300,7 @@ mod tests {
     fn failed_fit_waits_and_unscored_samples_are_not_exported() {
         let mut m = SeriesModel::new(60, 100);
         m.push(0, 1.0);
-        m.set_fit(0, path(2, 1.0));
+        m.set_fit(0, Fit::Path(path(2, 1.0)));
         assert!(m.observe(60, 1.0, Direction::Both, 0.0).is_some());
         assert_eq!(m.last_point().unwrap().ts, 60);
         // the path has run out: the sample is kept but nothing current can be exported
@@ -286,7 +318,7 @@ mod tests {
         let y = |i: i64| ((i * 7919) % 301) as f64 / 100.0 - 1.5;
         let outside = |m: &mut SeriesModel| {
             m.push(0, 0.0);
-            m.set_fit(0, path(1000, 0.0));
+            m.set_fit(0, Fit::Path(path(1000, 0.0)));
             let scores: Vec<f64> = (1..=600).map(|i| m.observe(60 * i, y(i), Direction::Both, 0.0).unwrap().score).collect();
             scores[300..].iter().filter(|s| **s > 1.0).count() as f64 / 300.0
         };
@@ -311,7 +343,7 @@ mod tests {
         let extreme = Path { point: vec![1e308; 20], lower: vec![-1e308; 20], upper: vec![1.2e308; 20] };
         for mut m in [SeriesModel::new(60, 100), SeriesModel::new(60, 100).calibrated(0.9)] {
             m.push(0, 1e308);
-            m.set_fit(0, extreme.clone());
+            m.set_fit(0, Fit::Path(extreme.clone()));
             let (yhat, lower, upper) = m.predict(60).unwrap();
             assert!(yhat.is_finite() && lower.is_finite() && upper.is_finite(), "{lower} {yhat} {upper}");
             // the farthest finite observation below: a deviation of more than f64::MAX
@@ -329,7 +361,7 @@ mod tests {
         // a narrow band at the top of the range: the largest deviation scores the most
         let mut m = SeriesModel::new(60, 100);
         m.push(0, 1.7e308);
-        m.set_fit(0, Path { point: vec![1.7e308; 5], lower: vec![1.69e308; 5], upper: vec![1.71e308; 5] });
+        m.set_fit(0, Fit::Path(Path { point: vec![1.7e308; 5], lower: vec![1.69e308; 5], upper: vec![1.71e308; 5] }));
         let p = m.observe(60, -f64::MAX, Direction::Both, 0.0).unwrap();
         assert_finite(&p);
         assert!(p.score > 100.0, "{p:?}");
@@ -339,11 +371,36 @@ mod tests {
     }
 
     #[test]
+    fn an_online_model_scores_learns_and_predicts_any_step_ahead() {
+        let spec = crate::config::ModelSpec::Online { seasonality: crate::config::Seasonality::Fixed(vec![]) };
+        let y = |i: i64| 10.0 + crate::models::testing::noise(i as usize);
+        let mut m = SeriesModel::new(60, 1000);
+        (0..200).for_each(|i| m.push(60 * i, y(i)));
+        let (values, start) = m.training_data().unwrap();
+        m.set_fit(60 * 199, crate::models::train(&spec, &values, start, 60, 0.999, 1).unwrap());
+        // in the noise: scored low; a jump to 30 is anomalous for RELEVEL_AFTER samples, then the
+        // new level is normal
+        let scores: Vec<f64> = (200..220)
+            .map(|i| m.observe(60 * i, if i < 205 { y(i) } else { 30.0 + y(i) - 10.0 }, Direction::Both, 0.0).unwrap().score)
+            .collect();
+        assert!(scores[..5].iter().all(|s| *s < 1.0), "{scores:?}");
+        let relevel = crate::models::seasonal::RELEVEL_AFTER;
+        assert!(scores[5..5 + relevel].iter().all(|s| *s > 1.0), "{scores:?}");
+        assert!(scores[5 + relevel..].iter().all(|s| *s < 1.0), "{scores:?}");
+        // any step ahead, and a refit only by cadence
+        assert!((m.predict(60 * 219 + 3600).unwrap().0 - 30.0).abs() < 1.0);
+        assert!(!m.needs_fit(60 * 219, 6 * 3600, 24 * 3600), "an online model has no path to run out of");
+        assert!(m.needs_fit(60 * 199 + 6 * 3600, 6 * 3600, 0));
+        // a gap of three steps: scored three steps ahead
+        assert!(m.observe(60 * 223, 30.0, Direction::Both, 0.0).is_some());
+    }
+
+    #[test]
     fn refit_due_by_cadence_or_path_end() {
         let mut m = SeriesModel::new(60, 100);
         assert!(m.needs_fit(0, 3600, 0));
         m.push(0, 1.0);
-        m.set_fit(0, path(10, 1.0));
+        m.set_fit(0, Fit::Path(path(10, 1.0)));
         assert!(!m.needs_fit(300, 3600, 0));
         assert!(m.needs_fit(300, 300, 0), "refit cadence reached");
         assert!(m.needs_fit(300, 3600, 600), "path too short for the horizons");

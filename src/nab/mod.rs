@@ -37,6 +37,7 @@ pub use corpus::{optimize, CorpusScore};
 pub use error::Error;
 pub use profile::Profile;
 pub use sweep::FileResult;
+pub(crate) use sweep::{zones, Zone};
 pub use threshold::{score_file, FileScore};
 pub use window_counts::WindowCounts;
 pub use windows::{parse_timestamp, Labels, Window};

@@ -40,6 +40,16 @@ fn dataset_outputs_and_determinism() {
     let jumps: Vec<&str> =
         stdout.lines().find(|l| l.starts_with("artificialWithAnomaly/art_daily_jumpsup.csv")).unwrap().split_whitespace().collect();
     assert_eq!((jumps[4], jumps[6]), ("1", "0"), "{jumps:?}");
+    // ... and the shipped alerting rules alert in its window: alerts, alerted, false, missed
+    assert_eq!(jumps[10..14], ["2", "1", "0", "0"], "{jumps:?}");
+    let alerts = read(&out.path().join("artificialWithAnomaly/art_daily_jumpsup.alerts.csv"));
+    let alerts: Vec<Vec<&str>> = alerts.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(alerts[0], ["firing", "resolved", "severity", "outcome", "window", "delay_s"]);
+    // the jump at 2014-04-11 09:00 scores above 3 twice: the critical fires 5 minutes in, 60600 s
+    // after the window opened (NAB's windows start well before the anomaly)
+    assert_eq!(alerts[1], ["2014-04-11 09:05:00", "2014-04-11 09:10:00", "critical", "window", "1", "60600"]);
+    assert_eq!(alerts.len(), 3, "{alerts:?}");
+    assert!(stdout.lines().any(|l| l.starts_with("alerts (pulsewatch-anomaly of rules/pulsewatch.rules.yml): ")), "{stdout}");
 
     let input: Vec<String> = read(&data("artificialWithAnomaly/art_daily_jumpsup.csv")).lines().map(String::from).collect();
     let points = read(&out.path().join("artificialWithAnomaly/art_daily_jumpsup.points.csv"));
@@ -76,7 +86,7 @@ fn dataset_outputs_and_determinism() {
         again.path().to_str().unwrap(),
     ]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    for file in ["points.csv", "nab.csv", "svg"] {
+    for file in ["points.csv", "nab.csv", "alerts.csv", "svg"] {
         let name = format!("artificialWithAnomaly/art_daily_jumpsup.{file}");
         assert!(read(&out.path().join(&name)) == read(&again.path().join(&name)), "{name} differs between runs");
     }
@@ -215,7 +225,8 @@ fn readme_figures_for_nab_dev_hold() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = read(&root.join("README.md"));
     let start = readme.find("With the default settings, the 21 NAB files of").expect("the README's nab-dev paragraph");
-    let paragraph = &readme[start..start + readme[start..].find("\n\n").unwrap()];
+    // one line: the figures' sentences wrap anywhere
+    let paragraph = readme[start..start + readme[start..].find("\n\n").unwrap()].split_whitespace().collect::<Vec<_>>().join(" ");
     // "**52.3** (standard), **44.3** (reward_low_FP) and **58.0** (reward_low_FN)"
     let stated: Vec<f64> = paragraph.split("**").skip(1).step_by(2).take(3).map(|n| n.parse().unwrap()).collect();
     let number_before = |marker: &str| -> usize {
@@ -223,6 +234,8 @@ fn readme_figures_for_nab_dev_hold() {
         paragraph[..at].split_whitespace().last().unwrap().parse().unwrap()
     };
     let (flagged, false_runs) = (number_before(" of the 26 windows are flagged"), number_before(" runs of flagged rows outside"));
+    // "The shipped alerting rules would have alerted in 10 of the 26 windows, with 18 false alerts"
+    let (alerted, false_alerts) = (number_before(" of the 26 windows, with"), number_before(" false alerts"));
 
     let dataset = root.join("../shared/datasets/nab-dev");
     assert!(
@@ -249,4 +262,10 @@ fn readme_figures_for_nab_dev_hold() {
         "windows flagged and false runs at score >= 1: {total:?}"
     );
     assert_eq!(total[4].parse::<usize>().unwrap() + total[6].parse::<usize>().unwrap(), 26, "26 windows");
+    // "alerts (pulsewatch-anomaly of rules/pulsewatch.rules.yml): 10 of 26 windows alerted, 16 missed, 18 false alerts (...)"
+    let alerts = stdout.lines().find(|l| l.starts_with("alerts (")).unwrap_or_else(|| panic!("no alerts line:\n{stdout}"));
+    let words: Vec<&str> = alerts.split(": ").nth(1).unwrap().split_whitespace().collect();
+    let count = |i: usize| -> usize { words[i].parse().unwrap_or_else(|e| panic!("{:?} in {alerts}: {e}", words[i])) };
+    assert_eq!((count(2), count(5) + count(0)), (26, 26), "windows alerted and missed: {alerts}");
+    assert_eq!((count(0), count(7)), (alerted, false_alerts), "windows alerted and false alerts with the shipped rules: {alerts}");
 }
