@@ -11,10 +11,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
-use pulsewatch::config::{Direction, Duration as PwDuration, GroupKey, Rule, RuleGroup, Schedule};
+use pulsewatch::config::{Direction, Duration as PwDuration, GroupKey, Rule, RuleGroup, Schedule, Seasonality};
 use pulsewatch::detector::Autoencoder;
 use pulsewatch::exporter::{encode, Exporter, Format, RuleId, SeriesOutput, SnapshotCollector};
-use pulsewatch::models::{fit, ModelSpec, Point, SeriesModel};
+use pulsewatch::models::{fit, train, ModelSpec, Point, SeriesModel};
 
 const STEP: i64 = 300;
 const WEEK: usize = 2016;
@@ -36,7 +36,11 @@ fn models() -> Vec<(&'static str, ModelSpec, usize)> {
         ("ets", ModelSpec::Ets {}, 7),
         ("holt", ModelSpec::Holt {}, 7),
         ("linear", ModelSpec::Linear {}, 7),
-        ("seasonal_naive 1d", ModelSpec::SeasonalNaive { season: day }, 7),
+        ("seasonal_naive 1d", ModelSpec::SeasonalNaive { season: day.clone() }, 7),
+        ("online, seasonality auto", ModelSpec::Online { seasonality: Seasonality::Auto }, 7),
+        ("zscore 1d", ModelSpec::Zscore { window: day.clone() }, 7),
+        ("mad 1d", ModelSpec::Mad { window: day.clone() }, 7),
+        ("iqr 1d", ModelSpec::Iqr { window: day }, 7),
     ];
     if cfg!(feature = "prophet") {
         m.push(("prophet", ModelSpec::Prophet {}, 3));
@@ -46,33 +50,35 @@ fn models() -> Vec<(&'static str, ModelSpec, usize)> {
 
 fn bench_models() {
     let data = series();
-    let train = &data[..WEEK];
+    let history = &data[..WEEK];
     // What an evaluation does per series: score the new sample against the path, update online.
     let horizon = 12 * 6 + 12; // refit 6h + 1h of horizons at 5m steps
     println!("| model | fit, one series (median) | update + score, one sample (mean) |\n|---|---|---|");
     for (name, spec, runs) in models() {
         // The first Prophet fit also creates the wasmstan optimizer (once per process); keep it out.
-        let _ = fit(&spec, train, 0, STEP, 0.95, horizon);
+        let _ = fit(&spec, history, 0, STEP, 0.95, horizon);
         let fits: Vec<Duration> = (0..runs)
             .map(|_| {
                 let t = Instant::now();
-                black_box(fit(&spec, black_box(train), 0, STEP, 0.95, horizon).unwrap());
+                black_box(train(&spec, black_box(history), 0, STEP, 0.95, horizon).unwrap());
                 t.elapsed()
             })
             .collect();
-        // Updates as the engine runs them: a calibrated band, scored over the following week so
-        // that the calibration's periodic recomputation is included.
-        let week_ahead = fit(&spec, train, 0, STEP, 0.99, WEEK).unwrap();
+        // Updates as the engine runs them: a batch model's band calibrated, scored over the
+        // following week so that the calibration's periodic recomputation is included; an online
+        // model learning every sample.
+        let trained = train(&spec, history, 0, STEP, 0.99, WEEK).unwrap();
         let updates = 200_000;
         let mut total = Duration::ZERO;
         let mut done = 0;
         while done < updates {
-            let mut model = SeriesModel::new(STEP, WEEK).calibrated(0.99);
-            for (i, v) in train.iter().enumerate() {
+            let model = SeriesModel::new(STEP, WEEK);
+            let mut model = if spec.is_online() { model } else { model.calibrated(0.99) };
+            for (i, v) in history.iter().enumerate() {
                 model.push(i as i64 * STEP, *v);
             }
             let at = (WEEK as i64 - 1) * STEP;
-            model.set_fit(at, pulsewatch::models::Fit::Path(week_ahead.clone()));
+            model.set_fit(at, trained.clone());
             let t = Instant::now();
             for k in 1..=WEEK as i64 {
                 black_box(model.observe(at + k * STEP, data[WEEK + k as usize - 1], Direction::Both, 0.0));

@@ -15,7 +15,7 @@ pub struct Accuracy {
     /// Root mean squared error.
     pub rmse: f64,
     /// MAE over the in-sample MAE of the seasonal naive forecast (season: the model's longest,
-    /// else 1 step); below 1 beats it. `None` when the training data is constant.
+    /// the one found for `seasonality: auto`, else 1 step); below 1 beats it. `None` when the training data is constant.
     pub mase: Option<f64>,
     /// Share of holdout rows inside the 95% band ([`COVERAGE_LEVEL`]).
     pub coverage: f64,
@@ -52,7 +52,12 @@ pub fn holdout(rule: &Rule, recording: &Recording, fraction: f64) -> Result<Opti
         return Ok(None);
     }
     let path = models::fit(&forecast.model, train, recording.ts(from), recording.step, COVERAGE_LEVEL, actual.len())?;
-    let season = forecast.model.periods(&rule.step).into_iter().max().unwrap_or(1).max(1);
+    // The season the model used: with `seasonality: auto`, the one it found in the training data.
+    let seasons = match &forecast.model {
+        crate::config::ModelSpec::Online { seasonality: crate::config::Seasonality::Auto } => models::find_seasons(train, recording.step),
+        model => model.periods(&rule.step),
+    };
+    let season = seasons.into_iter().max().unwrap_or(1).max(1);
     let accuracy = score(train, actual, &path, season);
     Ok(Some(Holdout { first_row, path, accuracy }))
 }

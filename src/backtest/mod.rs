@@ -22,7 +22,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Rule;
 use crate::engine::FitPool;
-use crate::nab::{self, CorpusScore, Profile, WindowCounts};
+use crate::nab::{self, CorpusScore, CrossValidated, Profile, WindowCounts};
 use alerts::{AlertCounts, AlertRules};
 use data::Recording;
 use replay::Trace;
@@ -48,12 +48,14 @@ pub struct Report {
     pub lines: Vec<FileLine>,
     /// NAB scores of the labelled recordings, one per profile (empty without labels).
     pub corpus: Vec<CorpusScore>,
+    /// The same profiles cross-validated by NAB category ([`fold`]); `None` with one category.
+    pub cross_validated: Vec<Option<CrossValidated>>,
 }
 
 impl Report {
     /// The summary table.
     pub fn summary(&self) -> String {
-        report::summary(&self.lines, &self.corpus)
+        report::summary(&self.lines, &self.corpus, &self.cross_validated)
     }
 }
 
@@ -111,6 +113,13 @@ pub async fn run(rule: &Rule, recordings: Vec<Recording>, labels: Option<&nab::L
         }
         _ => Vec::new(),
     };
+    let cross_validated = match labels {
+        Some(labels) if !labelled.is_empty() => Profile::ALL
+            .iter()
+            .map(|p| nab::cross_validate(&labelled, labels, p, |key| fold(key).to_string()))
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => Vec::new(),
+    };
 
     let stems = output_stems(replays.iter().map(|(t, _)| t.recording.key.as_str()));
     let mut lines = Vec::new();
@@ -157,7 +166,13 @@ pub async fn run(rule: &Rule, recordings: Vec<Recording>, labels: Option<&nab::L
         }
     }
     let traces = replays.into_iter().map(|(t, _)| t).collect();
-    Ok(Report { traces, lines, corpus })
+    Ok(Report { traces, lines, corpus, cross_validated })
+}
+
+/// The fold of a recording in the cross-validated NAB score: its NAB category (`realTraffic` of
+/// `realTraffic/speed_6005.csv`), or the recording itself when its key has none.
+pub fn fold(key: &str) -> &str {
+    key.split_once('/').map_or(key, |(category, _)| category)
 }
 
 /// A file name (with NAB's category directory) for a recording's outputs.

@@ -6,7 +6,7 @@ use std::path::Path;
 use super::accuracy::Accuracy;
 use super::alerts::{self, AlertCounts, Episode, Outcome};
 use super::replay::Trace;
-use crate::nab::{self, CorpusScore, FileResult, WindowCounts};
+use crate::nab::{self, CorpusScore, CrossValidated, FileResult, WindowCounts};
 
 /// Maps an anomaly score (0 at the prediction, 1 at the band's edge, unbounded) into NAB's
 /// `[0, 1]`: `s / (1 + s)`. Monotone, so NAB's threshold sweep sees the same order; the band's
@@ -130,7 +130,7 @@ fn delay(v: Option<i64>) -> String {
 }
 
 /// The summary table: one line per file, a total, and the corpus NAB scores.
-pub fn summary(lines: &[FileLine], corpus: &[CorpusScore]) -> String {
+pub fn summary(lines: &[FileLine], corpus: &[CorpusScore], cross_validated: &[Option<CrossValidated>]) -> String {
     let width = lines.iter().map(|l| l.key.len()).max().unwrap_or(4).max(5);
     let mut out = String::new();
     let _ = writeln!(
@@ -229,6 +229,14 @@ pub fn summary(lines: &[FileLine], corpus: &[CorpusScore]) -> String {
     }
     for c in corpus {
         let _ = writeln!(out, "NAB {:<19} {:>7} (threshold {:.4}, raw {:.2})", c.profile.name, opt(c.normalized, 1), c.threshold, c.raw);
+    }
+    let folded: Vec<String> = corpus
+        .iter()
+        .zip(cross_validated)
+        .filter_map(|(c, cv)| Some(format!("{} {}", c.profile.name, opt(cv.as_ref()?.normalized, 1))))
+        .collect();
+    if !folded.is_empty() {
+        let _ = writeln!(out, "NAB cross-validated (each category at the threshold of the others): {}", folded.join(", "));
     }
     out
 }

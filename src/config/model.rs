@@ -40,7 +40,7 @@ pub enum ModelError {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ModelSpec {
-    /// MSTL decomposition with an AutoETS trend: the default for seasonal data.
+    /// MSTL decomposition with an AutoETS trend.
     Mstl {
         /// Season lengths, e.g. `[1d, 1w]`; each a whole number of steps.
         seasonality: Vec<Duration>,
@@ -59,8 +59,8 @@ pub enum ModelSpec {
     },
     /// Prophet (needs the `prophet` cargo feature).
     Prophet {},
-    /// The online seasonal model: a level and a per-phase season and spread, updated with
-    /// every sample (no batch refit; a refit re-checks the seasons).
+    /// The online seasonal model (the default): a level and a per-phase season and spread,
+    /// updated with every sample (no batch refit; a refit re-checks the seasons).
     Online {
         /// `auto` (the default) finds the seasons in each series' history; `none`, or a list
         /// such as `[1d]` or `[1d, 1w]`, sets them.
@@ -113,9 +113,11 @@ impl<'de> Deserialize<'de> for Seasonality {
     }
 }
 
+/// The online seasonal model with its seasons found per series: chosen by cross-validation on
+/// NAB (docs/backtest.md), and the cheapest model that follows daily and weekly patterns.
 impl Default for ModelSpec {
     fn default() -> Self {
-        ModelSpec::Mstl { seasonality: vec![Duration::from_secs(86400)] }
+        ModelSpec::Online { seasonality: Seasonality::Auto }
     }
 }
 
@@ -243,7 +245,7 @@ mod tests {
         assert_eq!(mad.window(&d("5m")), Some(12));
         assert_eq!(mad.min_points(&d("5m")), 12);
         assert!(parse("{ type: zscore }").is_err(), "a rolling detector needs its window");
-        assert!(!ModelSpec::default().is_online());
+        assert_eq!(ModelSpec::default(), ModelSpec::Online { seasonality: Seasonality::Auto });
     }
 
     #[test]

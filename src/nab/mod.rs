@@ -33,7 +33,7 @@ mod threshold;
 mod window_counts;
 mod windows;
 
-pub use corpus::{optimize, CorpusScore};
+pub use corpus::{cross_validate, optimize, CorpusScore, CrossValidated};
 pub use error::Error;
 pub use profile::Profile;
 pub use sweep::FileResult;

@@ -41,14 +41,21 @@ fn dataset_outputs_and_determinism() {
         stdout.lines().find(|l| l.starts_with("artificialWithAnomaly/art_daily_jumpsup.csv")).unwrap().split_whitespace().collect();
     assert_eq!((jumps[4], jumps[6]), ("1", "0"), "{jumps:?}");
     // ... and the shipped alerting rules alert in its window: alerts, alerted, false, missed
-    assert_eq!(jumps[10..14], ["2", "1", "0", "0"], "{jumps:?}");
+    assert_eq!(jumps[10..14], ["3", "1", "0", "0"], "{jumps:?}");
     let alerts = read(&out.path().join("artificialWithAnomaly/art_daily_jumpsup.alerts.csv"));
     let alerts: Vec<Vec<&str>> = alerts.lines().map(|l| l.split(',').collect()).collect();
     assert_eq!(alerts[0], ["firing", "resolved", "severity", "outcome", "window", "delay_s"]);
-    // the jump at 2014-04-11 09:00 scores above 3 twice: the critical fires 5 minutes in, 60600 s
-    // after the window opened (NAB's windows start well before the anomaly)
-    assert_eq!(alerts[1], ["2014-04-11 09:05:00", "2014-04-11 09:10:00", "critical", "window", "1", "60600"]);
-    assert_eq!(alerts.len(), 3, "{alerts:?}");
+    // the first day's rise, before the model has a season, is sent but in NAB's probation
+    assert_eq!(alerts[1][2..4], ["critical", "probation"]);
+    // the jump at 2014-04-11 09:00 scores 3.9, then between 1 and 3 from 09:05 to 09:15: the
+    // warning is pending from 09:05, fires after its 10 minutes, and keeps firing 5 minutes past
+    // the last true evaluation; 61200 s after the window opened (NAB's windows start well before
+    // the anomaly)
+    assert_eq!(alerts[2], ["2014-04-11 09:15:00", "2014-04-11 09:25:00", "warning", "window", "1", "61200"]);
+    // the jumped day's evening drop scores just above 1 for six samples (18:00 to 18:25), until the
+    // model takes the new level: a second warning in the same window
+    assert_eq!(alerts[3], ["2014-04-11 18:10:00", "2014-04-11 18:35:00", "warning", "window", "1", "93300"]);
+    assert_eq!(alerts.len(), 4, "{alerts:?}");
     assert!(stdout.lines().any(|l| l.starts_with("alerts (pulsewatch-anomaly of rules/pulsewatch.rules.yml): ")), "{stdout}");
 
     let input: Vec<String> = read(&data("artificialWithAnomaly/art_daily_jumpsup.csv")).lines().map(String::from).collect();
@@ -134,54 +141,63 @@ fn bad_input_says_where() {
 }
 
 /// A range from a real Prometheus replays exactly like the same rows from a CSV: both inputs go
-/// through the same engine path, so the model columns agree row for row.
+/// through the same engine path, so the model columns agree row for row, for the default online
+/// model and for a batch one.
 #[test]
 fn prometheus_range_replays_like_the_csv() {
     use crate::harness::{nab_values, unix_now, Backfill, Prometheus};
     let rows = 1500;
     let values = nab_values("artificialWithAnomaly/art_daily_jumpsup.csv")[..rows].to_vec();
-    let end = unix_now() / 300 * 300 - 300;
+    // The online model's phases follow the clock: Prometheus's copy ends at the CSV's time of day
+    // (its last row is 2014-04-01 00:00 UTC plus 1,499 steps), a whole number of days later.
+    let csv_end = 1_396_310_400 + (rows as i64 - 1) * 300;
+    let latest = unix_now() - 300;
+    let end = latest - (latest - csv_end).rem_euclid(86_400);
     let prom = Prometheus::start(&[Backfill { labels: vec![("dataset".into(), "jumpsup".into())], values }], end);
     let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("r.yaml");
-    std::fs::write(
-        &rules,
-        "groups:\n  - name: g\n    rules:\n      - forecast: jumps\n        expr: nab_value{dataset=\"jumpsup\"}\n        step: 5m\n",
-    )
-    .unwrap();
-    let (start, end) = ((end - (rows as i64 - 1) * 300).to_string(), end.to_string());
-    let from_prom = dir.path().join("prom");
-    let run = backtest(&[
-        "--rules",
-        rules.to_str().unwrap(),
-        "--source",
-        &prom.url(),
-        "--start",
-        &start,
-        "--end",
-        &end,
-        "--out",
-        from_prom.to_str().unwrap(),
-    ]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-
     let csv = dir.path().join("jumps.csv");
     let text = read(&data("artificialWithAnomaly/art_daily_jumpsup.csv"));
     std::fs::write(&csv, text.lines().take(rows + 1).collect::<Vec<_>>().join("\n")).unwrap();
-    let from_csv = dir.path().join("csv");
-    let run = backtest(&["--rules", rules.to_str().unwrap(), "--csv", csv.to_str().unwrap(), "--out", from_csv.to_str().unwrap()]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let (start, end) = ((end - (rows as i64 - 1) * 300).to_string(), end.to_string());
+    for model in ["", "\n        model: { type: mstl, seasonality: [1d] }"] {
+        let rules = dir.path().join("r.yaml");
+        std::fs::write(
+            &rules,
+            format!("groups:\n  - name: g\n    rules:\n      - forecast: jumps\n        expr: nab_value{{dataset=\"jumpsup\"}}\n        step: 5m{model}\n"),
+        )
+        .unwrap();
+        let from_prom = dir.path().join("prom");
+        let from_csv = dir.path().join("csv");
+        for out in [&from_prom, &from_csv] {
+            let _ = std::fs::remove_dir_all(out);
+        }
+        let run = backtest(&[
+            "--rules",
+            rules.to_str().unwrap(),
+            "--source",
+            &prom.url(),
+            "--start",
+            &start,
+            "--end",
+            &end,
+            "--out",
+            from_prom.to_str().unwrap(),
+        ]);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let run = backtest(&["--rules", rules.to_str().unwrap(), "--csv", csv.to_str().unwrap(), "--out", from_csv.to_str().unwrap()]);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
 
-    let points = |dir: &Path| -> Vec<String> {
-        let found: Vec<PathBuf> = walk(dir).into_iter().filter(|p| p.to_string_lossy().ends_with(".points.csv")).collect();
-        assert_eq!(found.len(), 1, "{found:?}");
-        // drop the timestamp column: the CSV keeps 2014's times, Prometheus has today's
-        read(&found[0]).lines().skip(1).map(|l| l.split_once(',').unwrap().1.to_string()).collect()
-    };
-    let (a, b) = (points(&from_prom), points(&from_csv));
-    assert_eq!(a.len(), rows);
-    assert!(a.iter().filter(|l| !l.ends_with(',')).count() > 800, "most rows scored");
-    assert_eq!(a, b);
+        let points = |dir: &Path| -> Vec<String> {
+            let found: Vec<PathBuf> = walk(dir).into_iter().filter(|p| p.to_string_lossy().ends_with(".points.csv")).collect();
+            assert_eq!(found.len(), 1, "{found:?}");
+            // drop the timestamp column: the CSV keeps 2014's times, Prometheus has today's
+            read(&found[0]).lines().skip(1).map(|l| l.split_once(',').unwrap().1.to_string()).collect()
+        };
+        let (a, b) = (points(&from_prom), points(&from_csv));
+        assert_eq!(a.len(), rows);
+        assert!(a.iter().filter(|l| !l.ends_with(',')).count() > 800, "{model}: most rows scored");
+        assert_eq!(a, b, "{model}");
+    }
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -236,6 +252,11 @@ fn readme_figures_for_nab_dev_hold() {
     let (flagged, false_runs) = (number_before(" of the 26 windows are flagged"), number_before(" runs of flagged rows outside"));
     // "The shipped alerting rules would have alerted in 10 of the 26 windows, with 18 false alerts"
     let (alerted, false_alerts) = (number_before(" of the 26 windows, with"), number_before(" false alerts"));
+    // "the standard score is 52.9 (the `NAB cross-validated` line of the summary)"
+    let cross_validated: f64 = {
+        let at = paragraph.find(" (the `NAB cross-validated` line").expect("the cross-validated figure");
+        paragraph[..at].split_whitespace().last().unwrap().parse().unwrap()
+    };
 
     let dataset = root.join("../shared/datasets/nab-dev");
     assert!(
@@ -268,4 +289,8 @@ fn readme_figures_for_nab_dev_hold() {
     let count = |i: usize| -> usize { words[i].parse().unwrap_or_else(|e| panic!("{:?} in {alerts}: {e}", words[i])) };
     assert_eq!((count(2), count(5) + count(0)), (26, 26), "windows alerted and missed: {alerts}");
     assert_eq!((count(0), count(7)), (alerted, false_alerts), "windows alerted and false alerts with the shipped rules: {alerts}");
+    let folded =
+        stdout.lines().find(|l| l.starts_with("NAB cross-validated")).unwrap_or_else(|| panic!("no cross-validated line:\n{stdout}"));
+    let standard = folded.split("standard ").nth(1).and_then(|rest| rest.split(',').next()).unwrap();
+    assert_eq!(standard.parse::<f64>().unwrap(), cross_validated, "cross-validated standard score: {folded}");
 }
