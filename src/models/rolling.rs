@@ -248,6 +248,25 @@ mod tests {
     }
 
     #[test]
+    fn a_slow_drift_stays_inside_the_band() {
+        // 0.001 per step, noise ±0.5: the window's median lags the drift by half a window (0.05),
+        // far inside a band of 3 standard deviations
+        for statistic in [Statistic::Zscore, Statistic::Mad, Statistic::Iqr] {
+            let y = |i: usize| 0.001 * i as f64 + 0.5 * crate::models::testing::noise(i);
+            let mut r = Rolling::new(statistic, 100, 3.0, 1e-9);
+            let mut outside = 0;
+            for i in 0..3000 {
+                let (_, lower, upper) = r.predict();
+                if i >= 100 && !(lower..=upper).contains(&y(i)) {
+                    outside += 1;
+                }
+                r.update(y(i));
+            }
+            assert_eq!(outside, 0, "{statistic:?}");
+        }
+    }
+
+    #[test]
     fn state_is_sixteen_bytes_a_sample() {
         let r = Rolling::train(Statistic::Iqr, &[1.0; 500], 288, 3.0, 1e-9);
         assert!(r.state_bytes() < 16 * 288 + 400, "{}", r.state_bytes());

@@ -299,6 +299,20 @@ mod tests {
     }
 
     #[test]
+    fn after_a_gap_the_phase_is_the_clock_s_and_the_band_widens() {
+        // period 4: 0, 10, 20, 30; trained on three periods, no noise
+        let y: Vec<f64> = (0..12).map(|i| 10.0 * (i % 4) as f64).collect();
+        let m = Seasonal::train(&y, 0, 4, Z, 1e-9);
+        let one = m.predict(13, 1);
+        // five steps missing: step 17 has phase 1, like step 13; the level has gone uncorrected for
+        // five more steps, so the band is √(1 + 5 α²) as wide
+        let later = m.predict(17, 6);
+        assert!((one.0 - 10.0).abs() < 1e-9 && (later.0 - 10.0).abs() < 1e-9, "{one:?} {later:?}");
+        let ratio = (later.2 - later.0) / (one.2 - one.0);
+        assert!((ratio - (1.0 + 5.0 * ALPHA * ALPHA).sqrt()).abs() < 1e-6, "{ratio}");
+    }
+
+    #[test]
     fn too_short_a_history_for_the_season_gives_none() {
         let y = vec![1.0; 47];
         assert_eq!(Seasonal::train(&y, 0, 24, Z, 1e-9).period(), 0);
