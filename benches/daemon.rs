@@ -409,18 +409,25 @@ async fn history_answered(stub: &Stub, since: Instant, daemon: &mut Daemon) -> I
     }
 }
 
+/// A daemon with the Prophet rule in a new directory, once the stub has answered its history
+/// query: the directory (kept while the daemon runs), the daemon and when the answer came.
+async fn start_prophet(port: u16, stub: &Arc<Stub>, client: &reqwest::Client) -> (tempfile::TempDir, Daemon, Instant) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = prophet_config(dir.path(), port);
+    let began = Instant::now();
+    let mut daemon = Daemon::start(dir.path(), &config, &[&format!("--shutdown.grace-period={GRACE}")]);
+    wait_up(client, &mut daemon).await;
+    let answered = history_answered(stub, began, &mut daemon).await;
+    (dir, daemon, answered)
+}
+
 async fn bench_prophet(port: u16, stub: &Arc<Stub>) {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let fits = |body: &str| sample(body, "pulsewatch_model_fit_duration_seconds_count");
     let fit_sum = |body: &str| sample(body, "pulsewatch_model_fit_duration_seconds_sum");
 
     // How long the fits take when nothing interrupts them.
-    let dir = tempfile::tempdir().unwrap();
-    let config = prophet_config(dir.path(), port);
-    let began = Instant::now();
-    let mut daemon = Daemon::start(dir.path(), &config, &[&format!("--shutdown.grace-period={GRACE}")]);
-    wait_up(&client, &mut daemon).await;
-    let answered = history_answered(stub, began, &mut daemon).await;
+    let (_dir, mut daemon, answered) = start_prophet(port, stub, &client).await;
     let (fitted, sum) = loop {
         let body = client.get(daemon.url()).send().await.unwrap().text().await.unwrap();
         if fits(&body) >= PROPHET_SERIES as f64 {
@@ -443,12 +450,7 @@ async fn bench_prophet(port: u16, stub: &Arc<Stub>) {
         "| run | SIGTERM after the history answer | fits recorded at the signal | grace | SIGTERM to exit | exit status | drain timed out (log) |\n|---|---|---|---|---|---|---|"
     );
     for run in 1..=PROPHET_RUNS {
-        let dir = tempfile::tempdir().unwrap();
-        let config = prophet_config(dir.path(), port);
-        let began = Instant::now();
-        let mut daemon = Daemon::start(dir.path(), &config, &[&format!("--shutdown.grace-period={GRACE}")]);
-        wait_up(&client, &mut daemon).await;
-        let answered = history_answered(stub, began, &mut daemon).await;
+        let (_dir, mut daemon, answered) = start_prophet(port, stub, &client).await;
         tokio::time::sleep_until((answered + SIGNAL_AFTER_ANSWER).into()).await;
         let body = client.get(daemon.url()).send().await.unwrap().text().await.unwrap();
         let at_signal = fits(&body);
