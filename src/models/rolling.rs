@@ -48,8 +48,13 @@ pub(crate) struct Rolling {
     floor: f64,
     values: VecDeque<f64>,
     sorted: Vec<f64>,
+    /// Sums of the window's values less `shift` (near their mean, so that the variance of
+    /// large values does not cancel out), recomputed every `window` samples against rounding
+    /// drift.
     sum: f64,
     sum_squares: f64,
+    shift: f64,
+    since_exact: usize,
     run: Run,
 }
 
@@ -66,6 +71,8 @@ impl Rolling {
             sorted: Vec::with_capacity(window),
             sum: 0.0,
             sum_squares: 0.0,
+            shift: 0.0,
+            since_exact: 0,
             run: Run::default(),
         }
     }
@@ -86,8 +93,9 @@ impl Rolling {
         }
         match self.statistic {
             Statistic::Zscore => {
-                let mean = self.sum / n as f64;
-                let variance = (self.sum_squares / n as f64 - mean * mean).max(0.0);
+                let offset = self.sum / n as f64;
+                let mean = self.shift + offset;
+                let variance = (self.sum_squares / n as f64 - offset * offset).max(0.0);
                 let half = self.z * variance.sqrt().max(self.floor);
                 (mean, mean - half, mean + half)
             }
@@ -119,7 +127,7 @@ impl Rolling {
         if let Some(run) = self.run.push(y, y - yhat, half, RELEVEL_AFTER) {
             self.values.clear();
             self.sorted.clear();
-            (self.sum, self.sum_squares) = (0.0, 0.0);
+            (self.sum, self.sum_squares, self.since_exact) = (0.0, 0.0, 0);
             run.into_iter().for_each(|v| self.insert(v));
             return;
         }
@@ -131,15 +139,25 @@ impl Rolling {
             if let Some(old) = self.values.pop_front() {
                 let at = self.sorted.partition_point(|v| *v < old);
                 self.sorted.remove(at);
-                self.sum -= old;
-                self.sum_squares -= old * old;
+                self.sum -= old - self.shift;
+                self.sum_squares -= (old - self.shift) * (old - self.shift);
             }
         }
         self.values.push_back(y);
         let at = self.sorted.partition_point(|v| *v < y);
         self.sorted.insert(at, y);
-        self.sum += y;
-        self.sum_squares += y * y;
+        if self.values.len() == 1 {
+            self.shift = y;
+        }
+        self.sum += y - self.shift;
+        self.sum_squares += (y - self.shift) * (y - self.shift);
+        self.since_exact += 1;
+        if self.since_exact >= self.window {
+            self.since_exact = 0;
+            self.shift = self.values.iter().sum::<f64>() / self.values.len() as f64;
+            self.sum = self.values.iter().map(|v| v - self.shift).sum();
+            self.sum_squares = self.values.iter().map(|v| (v - self.shift) * (v - self.shift)).sum();
+        }
     }
 
     /// The `q` quantile of the window (linear between ranks).
@@ -264,6 +282,16 @@ mod tests {
             }
             assert_eq!(outside, 0, "{statistic:?}");
         }
+    }
+
+    #[test]
+    fn the_variance_of_large_values_does_not_cancel_out() {
+        // 1e12 ± 1: sums of squares near 1e24 would leave nothing of a variance of 1
+        let y: Vec<f64> = (0..5000).map(|i| 1e12 + if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
+        let r = Rolling::train(Statistic::Zscore, &y, 100, 3.0, 1e-9);
+        let (mean, _, upper) = r.predict();
+        assert!((mean - 1e12).abs() < 1e-3, "{mean}");
+        assert!((upper - mean - 3.0).abs() < 1e-3, "{}", upper - mean);
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //!   [`LEARN_CLIP`] standard deviations, and the spread clipped to [`SPREAD_CLIP`]: a spike moves
 //!   nothing much, and an incident cannot widen the band for the days after it.
 //! - **A lasting change of level is learned at once.** After [`RELEVEL_AFTER`] consecutive
-//!   samples outside the band on the same side, the level jumps by their median residual: the
-//!   new level is normal from then on, instead of a band that stays exceeded for hours (the
+//!   samples outside the band on the same side, the level restarts at their median (less the
+//!   season): the new level is normal from then on, instead of a band that stays exceeded for hours (the
 //!   first samples of the change are the anomaly; what follows is the new normal).
 //! - **Phases are bucketed** to at most [`MAX_BUCKETS`] per season, so a weekly season at
 //!   30-second steps costs the same memory as a daily one at five minutes.
