@@ -177,6 +177,18 @@ mod tests {
     }
 
     #[test]
+    fn state_is_a_few_kilobytes() {
+        // a daily season at 5 minutes: 288 phases
+        let y: Vec<f64> = (0..288 * 7).map(|i| (i as f64 * std::f64::consts::TAU / 288.0).sin()).collect();
+        let daily = Online::train(&ModelSpec::Online { seasonality: Seasonality::Auto }, &y, 0, 300, 0.999, 3.29, 1e-9);
+        assert_eq!(daily.period(), 288);
+        assert!(daily.state_bytes() < 3000, "{} bytes", daily.state_bytes());
+        let window = ModelSpec::Mad { window: Duration::from_secs(86400) };
+        let rolling = Online::train(&window, &y, 0, 300, 0.999, 3.29, 1e-9);
+        assert!(rolling.state_bytes() < 16 * 288 + 500, "{} bytes", rolling.state_bytes());
+    }
+
+    #[test]
     fn values_near_the_largest_float_are_learned_scaled() {
         let y: Vec<f64> = (0..200).map(|i| 1e307 * (1.0 + 0.01 * (i % 2) as f64)).collect();
         let mut m = Online::train(&ModelSpec::Online { seasonality: Seasonality::Auto }, &y, 0, 60, 0.99, 3.0, 1e300);
