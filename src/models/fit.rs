@@ -143,21 +143,16 @@ const LARGEST_FITTED: f64 = 1e100;
 /// Fits `spec` to `y` (regular samples, `step_secs` apart, the first at `start_ts`) and predicts
 /// `horizon` steps ahead with a band at `level`.
 ///
+/// An online model is trained, then predicts `horizon` steps ahead without learning more.
+///
 /// # Errors
 /// Too few samples, or the fitting library failed or produced non-finite values.
-/// An online model is trained, then predicts `horizon` steps ahead without learning more.
 pub fn fit(spec: &ModelSpec, y: &[f64], start_ts: i64, step_secs: i64, level: f64, horizon: usize) -> Result<Path, Error> {
     if spec.is_online() {
-        let Fit::Online(online) = train(spec, y, start_ts, step_secs, level, horizon)? else { unreachable!("an online spec") };
-        let next = start_ts.div_euclid(step_secs) + y.len() as i64;
-        let (mut point, mut lower, mut upper) = (Vec::new(), Vec::new(), Vec::new());
-        for k in 0..horizon {
-            let (p, l, u) = online.predict(next + k as i64, k + 1);
-            point.push(p);
-            lower.push(l);
-            upper.push(u);
-        }
-        return Ok(Path { point, lower, upper });
+        return match train(spec, y, start_ts, step_secs, level, horizon)? {
+            Fit::Online(online) => Ok(online.path(start_ts.div_euclid(step_secs) + y.len() as i64, horizon)),
+            Fit::Path(path) => Ok(path),
+        };
     }
     let largest = y.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     if largest > LARGEST_FITTED && largest.is_finite() {

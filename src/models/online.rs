@@ -4,7 +4,7 @@
 
 use super::rolling::{Rolling, Statistic};
 use super::seasonal::Seasonal;
-use super::{find_seasons, ModelSpec};
+use super::{find_seasons, ModelSpec, Path};
 use crate::config::{Duration, Seasonality};
 
 /// Consecutive samples outside the band on the same side: once there are enough, they are a new
@@ -118,6 +118,18 @@ impl Online {
         (s(yhat), s(lower), s(upper))
     }
 
+    /// The predictions for `horizon` steps from step number `next` on, learning nothing.
+    pub(crate) fn path(&self, next: i64, horizon: usize) -> Path {
+        let (mut point, mut lower, mut upper) = (Vec::with_capacity(horizon), Vec::with_capacity(horizon), Vec::with_capacity(horizon));
+        for k in 0..horizon {
+            let (p, l, u) = self.predict(next + k as i64, k + 1);
+            point.push(p);
+            lower.push(l);
+            upper.push(u);
+        }
+        Path { point, lower, upper }
+    }
+
     /// Predicts sample `y` at step number `index`, `ahead` steps after the newest one, then
     /// learns it; returns the prediction and band.
     pub(crate) fn observe(&mut self, index: i64, y: f64, ahead: usize) -> (f64, f64, f64) {
@@ -174,6 +186,20 @@ mod tests {
         let week = Duration::from_secs(7 * 86400);
         let weekly = Online::train(&ModelSpec::Online { seasonality: Seasonality::Fixed(vec![week]) }, &y, 0, 3600, 0.99, 3.0, 1e-9);
         assert_eq!(weekly.period(), 168);
+    }
+
+    #[test]
+    fn a_fit_of_an_online_model_is_its_prediction_path() {
+        // a daily wave at hourly steps over two weeks, starting at step 0: the path continues it
+        let wave = |i: usize| 10.0 + (i as f64 * std::f64::consts::TAU / 24.0).sin();
+        let y: Vec<f64> = (0..24 * 14).map(wave).collect();
+        let spec = ModelSpec::Online { seasonality: Seasonality::Auto };
+        let path = crate::models::fit(&spec, &y, 0, 3600, 0.99, 30).unwrap();
+        assert_eq!(path.len(), 30);
+        for (k, p) in path.point.iter().enumerate() {
+            assert!((p - wave(24 * 14 + k)).abs() < 0.05, "step {k}: {p} against {}", wave(24 * 14 + k));
+        }
+        assert!(path.lower.iter().zip(&path.point).zip(&path.upper).all(|((l, p), u)| l < p && p < u));
     }
 
     #[test]
