@@ -695,7 +695,8 @@ mod tests {
             if let Some(cut) = cut {
                 body.truncate(cut.index(body.len()));
             }
-            if let Some((at, byte)) = flip {
+            // a cut can leave nothing to flip
+            if let Some((at, byte)) = flip.filter(|_| !body.is_empty()) {
                 let at = at.index(body.len());
                 body[at] = byte;
             }
