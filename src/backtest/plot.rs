@@ -63,9 +63,10 @@ pub fn draw(path: &Path, trace: &Trace, windows: &[Window], holdout: Option<&Hol
     let mut polygons = Vec::new();
     for (i, p) in trace.points.iter().enumerate().chain(std::iter::once((n, &None))) {
         match p {
-            Some(p) => run.push((i, clip(p.lower), clip(p.upper))),
-            None if !run.is_empty() => polygons.push(band_polygon(&std::mem::take(&mut run))),
-            None => {}
+            // a detector's points have no band (NaN)
+            Some(p) if !(p.lower.is_nan() || p.upper.is_nan()) => run.push((i, clip(p.lower), clip(p.upper))),
+            _ if !run.is_empty() => polygons.push(band_polygon(&std::mem::take(&mut run))),
+            _ => {}
         }
     }
     chart
@@ -75,7 +76,7 @@ pub fn draw(path: &Path, trace: &Trace, windows: &[Window], holdout: Option<&Hol
         .legend(|(x, y)| Rectangle::new([(x, y - 4), (x + 16, y + 4)], BAND.filled()));
     chart
         .draw_series(LineSeries::new(
-            trace.points.iter().enumerate().filter_map(|(i, p)| p.map(|p| (i as f64, clip(p.yhat)))),
+            trace.points.iter().enumerate().filter_map(|(i, p)| p.filter(|p| !p.yhat.is_nan()).map(|p| (i as f64, clip(p.yhat)))),
             BLUE.stroke_width(1),
         ))
         .map_err(err)?

@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 use super::data::Recording;
-use crate::config::{Duration, ModelError, Rule};
+use crate::config::{Duration, ModelError, Rule, RuleKind};
 use crate::engine::{EvalContext, FitPool, RuleState};
 use crate::models::Point;
 use crate::source::{self, Series, Source};
@@ -48,9 +48,14 @@ pub struct Trace {
 /// A rule that cannot replay a recording.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    /// Only forecast rules replay.
-    #[error("rule {0:?} is an anomaly rule; backtest replays forecast rules")]
-    AnomalyRule(String),
+    /// A detector rule of several channels: a recording is one series.
+    #[error("rule {rule:?} has {channels} channels; a backtest replays one series per recording, so detectors of one channel")]
+    Channels {
+        /// The rule.
+        rule: String,
+        /// Its channels.
+        channels: usize,
+    },
     /// The model does not fit the recording's step.
     #[error("{key}: at its step of {step}: {cause}")]
     Model {
@@ -69,10 +74,13 @@ pub enum ReplayError {
 /// When the rule is not a forecast rule, or its model does not fit that step (a season shorter
 /// than it, say).
 pub fn rule_for(rule: &Rule, recording: &Recording) -> Result<Rule, ReplayError> {
-    let Some(forecast) = rule.forecast() else {
-        return Err(ReplayError::AnomalyRule(rule.name.clone()));
-    };
     let step = Duration::from_secs(recording.step as u64);
+    let forecast = match &rule.kind {
+        RuleKind::Forecast(forecast) => forecast,
+        // A detector checks its model against the step when it loads it, as the live one does.
+        RuleKind::Anomaly(anomaly) if anomaly.channels.len() == 1 => return Ok(Rule { step, ..rule.clone() }),
+        RuleKind::Anomaly(anomaly) => return Err(ReplayError::Channels { rule: rule.name.clone(), channels: anomaly.channels.len() }),
+    };
     forecast.model.validate(&step, &forecast.history).map_err(|cause| ReplayError::Model {
         key: recording.key.clone(),
         step: step.clone(),
@@ -92,11 +100,28 @@ pub async fn run(rule: &Rule, recording: Recording, pool: &FitPool, progress: im
     for i in 0..rows {
         let now = trace.recording.ts(i);
         let ctx = EvalContext { source: &source, metrics: None, pool, now, stale_secs: i64::MAX / 4 };
-        let outcome = state.evaluate(rule, &ctx).await.expect("a replay never fails to answer");
+        // A replay's source always answers; what can fail is a detector's model (a file that
+        // does not load, a step it was not trained for), which fails every row alike.
+        let outcome = match state.evaluate(rule, &ctx).await {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                trace.warnings.push(err.to_string());
+                return trace;
+            }
+        };
         trace.fits += outcome.fits;
         trace.warnings.extend(outcome.warnings);
         if let Some(out) = outcome.series.first().filter(|o| o.ts() == now) {
-            trace.points[i] = out.point().copied();
+            // A detector has a score and no prediction: its band columns stay empty.
+            let y = trace.recording.values[i];
+            trace.points[i] = Some(out.point().copied().unwrap_or(Point {
+                ts: now,
+                y,
+                yhat: f64::NAN,
+                lower: f64::NAN,
+                upper: f64::NAN,
+                score: out.score(),
+            }));
         }
         progress();
     }

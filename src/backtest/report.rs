@@ -42,7 +42,8 @@ pub fn write_points(path: &Path, trace: &Trace) -> Result<(), csv::Error> {
     for (i, point) in trace.points.iter().enumerate() {
         let value = trace.recording.values[i].to_string();
         let model = match point {
-            Some(p) => [p.yhat, p.lower, p.upper, p.score].map(|v| v.to_string()),
+            // a detector predicts nothing: NaN there, written as empty
+            Some(p) => [p.yhat, p.lower, p.upper, p.score].map(|v| if v.is_nan() { String::new() } else { v.to_string() }),
             None => Default::default(),
         };
         w.write_record([timestamp(trace, i), value].iter().chain(&model))?;

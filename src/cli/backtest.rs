@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use super::{EXIT_FAILURE, EXIT_OK};
+use crate::backtest::replay::ReplayError;
 use crate::backtest::{self, data, Options};
-use crate::config::{self, Defaults, Rule, SourceConfig};
+use crate::config::{self, Defaults, Rule, RuleKind, SourceConfig};
 use crate::nab;
 use crate::source::PromClient;
 
@@ -59,14 +60,18 @@ pub(super) fn backtest(args: &BacktestArgs) -> anyhow::Result<u8> {
             return Ok(EXIT_FAILURE);
         }
     };
-    let Some(forecast) = rule.forecast() else {
-        bail!("rule {:?} is an anomaly rule; backtest replays forecast rules", rule.name);
+    // The query to replay: a forecast's, or a one-channel detector's (`replay::rule_for` says
+    // why several channels cannot replay).
+    let expr = match &rule.kind {
+        RuleKind::Forecast(forecast) => forecast.expr.clone(),
+        RuleKind::Anomaly(anomaly) if anomaly.channels.len() == 1 => anomaly.channels[0].expr.clone(),
+        RuleKind::Anomaly(anomaly) => bail!(ReplayError::Channels { rule: rule.name.clone(), channels: anomaly.channels.len() }),
     };
     if !(0.0..1.0).contains(&args.holdout) {
         bail!("--holdout must be in [0, 1), got {}", args.holdout);
     }
     let runtime = tokio::runtime::Runtime::new()?;
-    let (recordings, labels) = runtime.block_on(inputs(args, &forecast.expr, rule.step.secs()))?;
+    let (recordings, labels) = runtime.block_on(inputs(args, &expr, rule.step.secs()))?;
     if recordings.is_empty() {
         bail!("nothing to replay: give --csv, --dataset or --source");
     }

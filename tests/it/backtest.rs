@@ -200,6 +200,56 @@ fn prometheus_range_replays_like_the_csv() {
     }
 }
 
+/// An autoencoder rule replays like a forecast rule: NAB's machine temperature through the
+/// committed dense model scores every row once a window is full, alerts in each of the four
+/// labelled windows, and leaves the prediction columns empty. A detector of two channels is
+/// refused, since a recording is one series.
+#[test]
+fn autoencoder_rules_replay() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dataset = root.join("../shared/datasets/nab-dev");
+    let csv = dataset.join("realKnownCause/machine_temperature_system_failure.csv");
+    let out = tempfile::tempdir().unwrap();
+    let rules = root.join("examples/autoencoder/rules.yaml");
+    let run = backtest(&[
+        "--rules",
+        rules.to_str().unwrap(),
+        "--rule",
+        "machine_temperature_dense",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--labels",
+        dataset.join("labels.json").to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    let line: Vec<&str> =
+        stdout.lines().find(|l| l.starts_with("realKnownCause/machine_temperature")).unwrap().split_whitespace().collect();
+    // rows, scored: all but the first rows, before the model's window of 32 steps can be filled
+    let (rows, scored): (usize, usize) = (line[1].parse().unwrap(), line[2].parse().unwrap());
+    assert_eq!(rows, 22695);
+    assert!((22600..rows).contains(&scored), "{line:?}");
+    // tp 4, fn 0 at score >= 1; 4 windows alerted
+    assert_eq!((line[4], line[6], line[11]), ("4", "0", "4"), "{line:?}");
+    let points = read(&out.path().join("realKnownCause/machine_temperature_system_failure.points.csv"));
+    let scored_row = points.lines().nth(1000).unwrap();
+    let fields: Vec<&str> = scored_row.split(',').collect();
+    assert_eq!(fields[2..5], ["", "", ""], "no prediction: {scored_row}");
+    assert!(fields[5].parse::<f64>().unwrap() >= 0.0, "{scored_row}");
+
+    let two = out.path().join("two.yaml");
+    std::fs::write(
+        &two,
+        "groups:\n  - name: g\n    rules:\n      - anomaly: pair\n        step: 5m\n        channels:\n          - { name: a, expr: a }\n          - { name: b, expr: b }\n        detector: { type: autoencoder, model_file: m.onnx }\n",
+    )
+    .unwrap();
+    let run = backtest(&["--rules", two.to_str().unwrap(), "--csv", csv.to_str().unwrap()]);
+    assert_eq!(run.status.code(), Some(1), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("rule \"pair\" has 2 channels; a backtest replays one series per recording"));
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
