@@ -90,6 +90,19 @@ fn bench_models() {
     }
 }
 
+/// The one-series forecast rule the render and rules benches export.
+fn bench_rule() -> Rule {
+    pulsewatch::config::rules::parse(
+        std::path::Path::new("bench.yaml"),
+        "groups: [{ name: g, rules: [{ forecast: bench, expr: up, step: 1m, history: 1d, refit: 1h, model: { type: linear }, horizons: [1h] }] }]",
+        &Default::default(),
+    )
+    .expect("the bench rule is valid")
+    .remove(0)
+    .rules
+    .remove(0)
+}
+
 fn bench_render() {
     println!(
         "\n| exported input series | label names | output samples | /metrics render, text (median of 5) | OpenMetrics | OpenMetrics, UTF-8 names |\n|---|---|---|---|---|---|"
@@ -97,15 +110,7 @@ fn bench_render() {
     // Legacy names only, and OpenTelemetry-style names that every scrape escapes (or quotes).
     for (n, otel) in [(10_000usize, false), (100_000, false), (10_000, true), (100_000, true)] {
         let exporter = Exporter::default();
-        let rule: Rule = pulsewatch::config::rules::parse(
-            std::path::Path::new("bench.yaml"),
-            "groups: [{ name: g, rules: [{ forecast: bench, expr: up, step: 1m, history: 1d, refit: 1h, model: { type: linear }, horizons: [1h] }] }]",
-            &Default::default(),
-        )
-        .expect("the bench rule is valid")
-        .remove(0)
-        .rules
-        .remove(0);
+        let rule = bench_rule();
         let group = RuleGroup {
             key: GroupKey { file: "bench.yaml".into(), name: "g".into() },
             schedule: Schedule::Interval(PwDuration::from_secs(60)),
@@ -154,15 +159,7 @@ fn bench_rules() {
     println!(
         "\n| rules (1 series each) | groups | record every rule once | per record | /metrics render, text | OpenMetrics | reload (set_group, every group) | exporter CPU at 1 m evaluations + 15 s scrapes |\n|---|---|---|---|---|---|---|---|"
     );
-    let base: Rule = pulsewatch::config::rules::parse(
-        std::path::Path::new("bench.yaml"),
-        "groups: [{ name: g, rules: [{ forecast: bench, expr: up, step: 1m, history: 1d, refit: 1h, model: { type: linear }, horizons: [1h] }] }]",
-        &Default::default(),
-    )
-    .expect("the bench rule is valid")
-    .remove(0)
-    .rules
-    .remove(0);
+    let base = bench_rule();
     // Groups of 100 rules, and once 10,000 groups of one rule (a reload then lists 10,000 groups).
     for (n, per_group) in [(1_000usize, 100usize), (3_000, 100), (10_000, 100), (10_000, 1)] {
         let groups: Vec<RuleGroup> = (0..n.div_ceil(per_group))

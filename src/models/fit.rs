@@ -32,7 +32,7 @@ pub fn train(spec: &ModelSpec, y: &[f64], start_ts: i64, step_secs: i64, level: 
     if y.len() < needed {
         return Err(Error::TooShort { model: spec.name(), needed, got: y.len() });
     }
-    Ok(Fit::Online(Online::train(spec, y, start_ts, step_secs, level, z(level), resolution(y))))
+    Ok(Fit::Online(Online::train(spec, y, start_ts, step_secs, level, resolution(y))))
 }
 
 /// Point forecasts and band for the steps after the training data: index 0 is one step ahead.

@@ -62,8 +62,9 @@ const LARGEST_LEARNED: f64 = 1e100;
 
 impl Online {
     /// Trains `spec` (an online model) on `y`, samples `step_secs` apart from `start_ts`, with a
-    /// band at `level` (two-sided, `z` standard deviations) and no narrower than `floor`.
-    pub(crate) fn train(spec: &ModelSpec, y: &[f64], start_ts: i64, step_secs: i64, level: f64, z: f64, floor: f64) -> Self {
+    /// band at `level` (two-sided) and no narrower than `floor`.
+    pub(crate) fn train(spec: &ModelSpec, y: &[f64], start_ts: i64, step_secs: i64, level: f64, floor: f64) -> Self {
+        let z = super::fit::z(level);
         let largest = y.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         let scale = if largest > LARGEST_LEARNED && largest.is_finite() { 2f64.powi(largest.log2().floor() as i32) } else { 1.0 };
         let scaled: Vec<f64>;
@@ -179,12 +180,12 @@ mod tests {
     #[test]
     fn seasons_are_found_or_set() {
         let y: Vec<f64> = (0..24 * 14).map(|i| (i as f64 * std::f64::consts::TAU / 24.0).sin()).collect();
-        let auto = Online::train(&ModelSpec::Online { seasonality: Seasonality::Auto }, &y, 0, 3600, 0.99, 3.0, 1e-9);
+        let auto = Online::train(&ModelSpec::Online { seasonality: Seasonality::Auto }, &y, 0, 3600, 0.99, 1e-9);
         assert_eq!(auto.period(), 24);
-        let none = Online::train(&ModelSpec::Online { seasonality: Seasonality::Fixed(vec![]) }, &y, 0, 3600, 0.99, 3.0, 1e-9);
+        let none = Online::train(&ModelSpec::Online { seasonality: Seasonality::Fixed(vec![]) }, &y, 0, 3600, 0.99, 1e-9);
         assert_eq!(none.period(), 0);
         let week = Duration::from_secs(7 * 86400);
-        let weekly = Online::train(&ModelSpec::Online { seasonality: Seasonality::Fixed(vec![week]) }, &y, 0, 3600, 0.99, 3.0, 1e-9);
+        let weekly = Online::train(&ModelSpec::Online { seasonality: Seasonality::Fixed(vec![week]) }, &y, 0, 3600, 0.99, 1e-9);
         assert_eq!(weekly.period(), 168);
     }
 
@@ -206,18 +207,18 @@ mod tests {
     fn state_is_a_few_kilobytes() {
         // a daily season at 5 minutes: 288 phases
         let y: Vec<f64> = (0..288 * 7).map(|i| (i as f64 * std::f64::consts::TAU / 288.0).sin()).collect();
-        let daily = Online::train(&ModelSpec::Online { seasonality: Seasonality::Auto }, &y, 0, 300, 0.999, 3.29, 1e-9);
+        let daily = Online::train(&ModelSpec::Online { seasonality: Seasonality::Auto }, &y, 0, 300, 0.999, 1e-9);
         assert_eq!(daily.period(), 288);
         assert!(daily.state_bytes() < 3000, "{} bytes", daily.state_bytes());
         let window = ModelSpec::Mad { window: Duration::from_secs(86400) };
-        let rolling = Online::train(&window, &y, 0, 300, 0.999, 3.29, 1e-9);
+        let rolling = Online::train(&window, &y, 0, 300, 0.999, 1e-9);
         assert!(rolling.state_bytes() < 16 * 288 + 500, "{} bytes", rolling.state_bytes());
     }
 
     #[test]
     fn values_near_the_largest_float_are_learned_scaled() {
         let y: Vec<f64> = (0..200).map(|i| 1e307 * (1.0 + 0.01 * (i % 2) as f64)).collect();
-        let mut m = Online::train(&ModelSpec::Online { seasonality: Seasonality::Auto }, &y, 0, 60, 0.99, 3.0, 1e300);
+        let mut m = Online::train(&ModelSpec::Online { seasonality: Seasonality::Auto }, &y, 0, 60, 0.99, 1e300);
         let (yhat, lower, upper) = m.predict(200, 1);
         assert!(yhat.is_finite() && lower < yhat && yhat < upper, "{lower} {yhat} {upper}");
         assert!((yhat / 1e307 - 1.005).abs() < 0.01, "{yhat}");
