@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
-use pulsewatch::exporter::{Exporter, Metrics, ProcessCollector, SnapshotCollector};
+use pulsewatch::exporter::{Exporter, Metrics, ProcessCollector};
 use pulsewatch::http::{self, AppState, WebConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -54,7 +54,6 @@ fn state() -> AppState {
     let mut registry = Registry::default();
     let exporter = Exporter::default();
     Metrics::register(&mut registry);
-    registry.register_collector(Box::new(SnapshotCollector::new(exporter.clone())));
     registry.register_collector(Box::new(ProcessCollector));
     AppState { registry: Arc::new(registry), exporter, reload: None, ready: Arc::new(AtomicBool::new(true)) }
 }

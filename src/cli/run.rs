@@ -14,7 +14,7 @@ use super::Cli;
 use crate::clock::Clock;
 use crate::config;
 use crate::engine::{Context, FitPool, RuleManager};
-use crate::exporter::{Exporter, Metrics, ProcessCollector, SnapshotCollector};
+use crate::exporter::{Exporter, Metrics, ProcessCollector};
 use crate::http::{self, AppState, ReloadError, WebConfig};
 use crate::source::PromClient;
 use crate::watch;
@@ -104,7 +104,6 @@ pub(super) async fn daemon(cli: Cli) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let exporter = Exporter::default();
-    registry.register_collector(Box::new(SnapshotCollector::new(exporter.clone())));
     registry.register_collector(Box::new(ProcessCollector));
 
     let client = PromClient::new(&loaded.config.source).map_err(|e| anyhow!("{e}"))?;

@@ -6,23 +6,23 @@
 //! evaluation runs to remove them (for instance while the data source is down). Upstream label
 //! names are written as the scrape negotiated ([`Escaping`]): a name outside the legacy set never
 //! reaches the body as it is, and no sample is NaN or infinite.
+//!
+//! A rule's sample lines are written once per evaluation (and escaping) and kept with its entry
+//! ([`RuleLines`]); a scrape copies them under the family headers. So a scrape costs a copy of
+//! the body, whatever the number of rules, and an evaluation costs the lines of its own rule.
+//! That is why this module writes the exposition itself rather than through client_rust, whose
+//! encoder writes whole families only; the bytes are the same (golden files in `tests/golden/`).
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, LabelSetEncoder};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::Unit;
-
-use super::format::{self, is_legacy_label_name, Escaping};
+use super::format::{self, is_legacy_label_name, Escaping, Exposition};
 use super::snapshot::{Exporter, RuleEntry, SeriesOutput, Values, OWN_LABELS};
 use crate::clock::Clock;
 
-/// Encodes the current snapshot on every scrape.
+/// Writes the current snapshot: every scrape builds one (it is an `Exporter` handle).
 #[derive(Debug)]
 pub struct SnapshotCollector {
     exporter: Exporter,
@@ -30,29 +30,50 @@ pub struct SnapshotCollector {
     clock: Clock,
 }
 
-impl SnapshotCollector {
-    /// A collector over `exporter`'s snapshots.
-    pub fn new(exporter: Exporter) -> Self {
-        Self { exporter, clock: Clock::System }
-    }
+/// How a family's samples are typed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Gauge,
+    /// Samples are named `<name>_total`; the value is written as an integer.
+    Counter,
 }
 
-/// Per-series outputs: (name, help, value of a series; None when its rule has no such value).
-type SeriesFamily = (&'static str, &'static str, fn(&SeriesOutput) -> Option<f64>);
+/// A metric family as its header names it: OpenMetrics names (a unit is already in the name).
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: Kind,
+    unit: Option<&'static str>,
+}
+
+const fn gauge(name: &'static str, help: &'static str) -> Family {
+    Family { name, help, kind: Kind::Gauge, unit: None }
+}
+
+const fn counter(name: &'static str, help: &'static str) -> Family {
+    Family { name, help, kind: Kind::Counter, unit: None }
+}
+
+/// Per-series outputs: the family, and the value of a series (None when its rule has no such value).
+type SeriesFamily = (Family, fn(&SeriesOutput) -> Option<f64>);
 
 const SERIES_FAMILIES: [SeriesFamily; 6] = [
     (
-        "pulsewatch_anomaly_score",
-        "How anomalous the series is now: 0 normal, 1 at the band edge or the detector's threshold, above 1 beyond it",
+        gauge(
+            "pulsewatch_anomaly_score",
+            "How anomalous the series is now: 0 normal, 1 at the band edge or the detector's threshold, above 1 beyond it",
+        ),
         |s| Some(s.score()),
     ),
-    ("pulsewatch_y", "The observation that was scored", |s| s.point().map(|p| p.y)),
-    ("pulsewatch_yhat", "The prediction for the scored observation", |s| s.point().map(|p| p.yhat)),
-    ("pulsewatch_yhat_lower", "Lower edge of the prediction band", |s| s.point().map(|p| p.lower)),
-    ("pulsewatch_yhat_upper", "Upper edge of the prediction band", |s| s.point().map(|p| p.upper)),
+    (gauge("pulsewatch_y", "The observation that was scored"), |s| s.point().map(|p| p.y)),
+    (gauge("pulsewatch_yhat", "The prediction for the scored observation"), |s| s.point().map(|p| p.yhat)),
+    (gauge("pulsewatch_yhat_lower", "Lower edge of the prediction band"), |s| s.point().map(|p| p.lower)),
+    (gauge("pulsewatch_yhat_upper", "Upper edge of the prediction band"), |s| s.point().map(|p| p.upper)),
     (
-        "pulsewatch_reconstruction_error",
-        "Mean squared error of the autoencoder's reconstruction of the newest window, in normalised units",
+        gauge(
+            "pulsewatch_reconstruction_error",
+            "Mean squared error of the autoencoder's reconstruction of the newest window, in normalised units",
+        ),
         |s| match s.values {
             Values::Reconstruction { error, .. } => Some(error),
             Values::Forecast { .. } => None,
@@ -60,30 +81,95 @@ const SERIES_FAMILIES: [SeriesFamily; 6] = [
     ),
 ];
 
-/// Forecast outputs: (name, help, value of a forecast).
-type ForecastFamily = (&'static str, &'static str, fn(&(f64, f64, f64)) -> f64);
+/// Forecast outputs: the family, and the value of a forecast.
+type ForecastFamily = (Family, fn(&(f64, f64, f64)) -> f64);
 
 const FORECAST_FAMILIES: [ForecastFamily; 3] = [
-    ("pulsewatch_forecast", "Value predicted for now plus the horizon", |f| f.0),
-    ("pulsewatch_forecast_lower", "Lower edge of the band of the forecast at the horizon", |f| f.1),
-    ("pulsewatch_forecast_upper", "Upper edge of the band of the forecast at the horizon", |f| f.2),
+    (gauge("pulsewatch_forecast", "Value predicted for now plus the horizon"), |f| f.0),
+    (gauge("pulsewatch_forecast_lower", "Lower edge of the band of the forecast at the horizon"), |f| f.1),
+    (gauge("pulsewatch_forecast_upper", "Upper edge of the band of the forecast at the horizon"), |f| f.2),
 ];
 
-/// Per-rule status: (name, help, type, unit, value; None skips the rule).
-type StatusFamily = (&'static str, &'static str, MetricType, Option<Unit>, fn(&RuleEntry) -> Option<f64>);
+/// Families of a rule's outputs: [`SERIES_FAMILIES`], then [`FORECAST_FAMILIES`].
+const OUTPUT_FAMILIES: usize = SERIES_FAMILIES.len() + FORECAST_FAMILIES.len();
 
-fn status_families() -> [StatusFamily; 5] {
-    [
-        ("pulsewatch_rule_evaluations", "Rule evaluations run", MetricType::Counter, None, |e| Some(e.status.evaluations as f64)),
-        ("pulsewatch_rule_evaluation_failures", "Rule evaluations that failed", MetricType::Counter, None, |e| {
-            Some(e.status.failures as f64)
-        }),
-        ("pulsewatch_rule_last_evaluation_timestamp", "When the rule was last evaluated", MetricType::Gauge, Some(Unit::Seconds), |e| {
-            e.status.last_evaluation
-        }),
-        ("pulsewatch_rule_series", "Series of the rule that have a model", MetricType::Gauge, None, |e| Some(e.status.series as f64)),
-        ("pulsewatch_model_fits", "Model fits run for the rule", MetricType::Counter, None, |e| Some(e.status.fits as f64)),
-    ]
+/// Per-rule status: the family, and the value (None skips the rule).
+type StatusFamily = (Family, fn(&RuleEntry) -> Option<f64>);
+
+const STATUS_FAMILIES: [StatusFamily; 5] = [
+    (counter("pulsewatch_rule_evaluations", "Rule evaluations run"), |e| Some(e.status.evaluations as f64)),
+    (counter("pulsewatch_rule_evaluation_failures", "Rule evaluations that failed"), |e| Some(e.status.failures as f64)),
+    (
+        Family {
+            name: "pulsewatch_rule_last_evaluation_timestamp_seconds",
+            help: "When the rule was last evaluated",
+            kind: Kind::Gauge,
+            unit: Some("seconds"),
+        },
+        |e| e.status.last_evaluation,
+    ),
+    (gauge("pulsewatch_rule_series", "Series of the rule that have a model"), |e| Some(e.status.series as f64)),
+    (counter("pulsewatch_model_fits", "Model fits run for the rule"), |e| Some(e.status.fits as f64)),
+];
+
+const MISSED: Family =
+    counter("pulsewatch_group_iterations_missed", "Scheduled group runs skipped because the previous run was still going");
+// Lets alerting rules say "no evaluation for 3 intervals" whatever each group's interval.
+const INTERVAL: Family =
+    gauge("pulsewatch_rule_group_interval_seconds", "The group's evaluation interval (for a cron group, the longest gap between its runs)");
+
+/// One rule's sample lines for one escaping, per family: what scrapes copy until the rule's
+/// next evaluation replaces its entry.
+#[derive(Debug, Default)]
+pub(crate) struct RuleLines {
+    /// Per family of [`SERIES_FAMILIES`] then [`FORECAST_FAMILIES`].
+    outputs: [String; OUTPUT_FAMILIES],
+    /// Per family of [`STATUS_FAMILIES`].
+    status: [String; STATUS_FAMILIES.len()],
+}
+
+impl RuleLines {
+    fn len(&self) -> usize {
+        self.outputs.iter().chain(&self.status).map(String::len).sum()
+    }
+}
+
+/// A rule entry's lines, written on the first scrape that needs them. An entry never changes,
+/// so they stay right for its life. A rule whose label names are all legacy names has the same
+/// lines under every escaping, and keeps one copy.
+#[derive(Default)]
+pub(crate) struct LinesCache {
+    /// Whether some output label name is written differently under some escaping.
+    escaped: OnceLock<bool>,
+    /// By `Escaping as usize`.
+    by_escaping: [OnceLock<RuleLines>; 4],
+}
+
+impl LinesCache {
+    fn get(&self, entry: &RuleEntry, group: &str, rule: &str, escaping: Escaping) -> &RuleLines {
+        let escaped = *self.escaped.get_or_init(|| entry.series.iter().any(|s| s.labels.iter().any(|(name, _)| needs_escaping(name))));
+        let escaping = if escaped { escaping } else { Escaping::default() };
+        self.by_escaping[escaping as usize].get_or_init(|| rule_lines(entry, group, rule, escaping))
+    }
+}
+
+// The cache is derived from its entry: a copy starts empty, and it takes no part in comparisons.
+impl Clone for LinesCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for LinesCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for LinesCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LinesCache")
+    }
 }
 
 /// A label as written: its name in the negotiated syntax and its value.
@@ -99,45 +185,8 @@ struct Written<'a> {
     horizon_at: usize,
 }
 
-/// Some of a series' labels, as written: what the encoder is handed.
-#[derive(Clone, Copy)]
-enum LabelsPart<'a> {
-    Recorded(&'a [(String, String)]),
-    Escaped(&'a [Label<'a>]),
-}
-
-impl EncodeLabelSet for LabelsPart<'_> {
-    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
-        match self {
-            LabelsPart::Recorded(labels) => labels.encode(encoder),
-            LabelsPart::Escaped(labels) => labels.encode(encoder),
-        }
-    }
-}
-
-impl<'a> Written<'a> {
-    fn labels(&self) -> LabelsPart<'_> {
-        match &self.escaped {
-            None => LabelsPart::Recorded(&self.series.labels),
-            Some(labels) => LabelsPart::Escaped(labels),
-        }
-    }
-
-    /// The labels before and after where `horizon` goes.
-    fn around_horizon(&self) -> (LabelsPart<'_>, LabelsPart<'_>) {
-        match &self.escaped {
-            None => {
-                let (before, after) = self.series.labels.split_at(self.horizon_at);
-                (LabelsPart::Recorded(before), LabelsPart::Recorded(after))
-            }
-            Some(labels) => {
-                let (before, after) = labels.split_at(self.horizon_at);
-                (LabelsPart::Escaped(before), LabelsPart::Escaped(after))
-            }
-        }
-    }
-
-    /// The labels as (name, value) pairs, to compare series.
+impl Written<'_> {
+    /// The labels as (name, value) pairs, sorted.
     fn pairs(&self) -> Vec<(&str, &str)> {
         match &self.escaped {
             None => self.series.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
@@ -151,7 +200,6 @@ impl<'a> Written<'a> {
 fn needs_escaping(name: &str) -> bool {
     !is_legacy_label_name(name) || name == "__name__"
 }
-
 /// The labels of `series` as written for `escaping`. Legacy names stay as they are; every other
 /// name is escaped and, if that collides with a name already present (or with `rule`, `horizon`
 /// or `__name__`), prefixed with `exported_` until it is free, in input order, as
@@ -226,75 +274,145 @@ fn finite(v: f64) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
-impl Collector for SnapshotCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let escaping = format::current_escaping();
+/// Appends the label set `{name="value",…}` (values escaped as the exposition formats ask).
+fn write_labels<'a>(out: &mut String, labels: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    let mut sep = '{';
+    for (name, value) in labels {
+        out.push(sep);
+        sep = ',';
+        out.push_str(name);
+        out.push_str("=\"");
+        if value.contains(['\\', '"', '\n']) {
+            for c in value.chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '"' => out.push_str("\\\""),
+                    '\n' => out.push_str("\\n"),
+                    c => out.push(c),
+                }
+            }
+        } else {
+            out.push_str(value);
+        }
+        out.push('"');
+    }
+    if sep == ',' {
+        out.push('}');
+    }
+}
+
+/// Appends one sample line of `family`; `v` is finite.
+fn write_sample<'a>(out: &mut String, family: &Family, labels: impl IntoIterator<Item = (&'a str, &'a str)>, v: f64) {
+    out.push_str(family.name);
+    if family.kind == Kind::Counter {
+        out.push_str("_total");
+    }
+    write_labels(out, labels);
+    out.push(' ');
+    match family.kind {
+        // Counters are integers, as client_rust writes a `u64` counter.
+        Kind::Counter => out.push_str(itoa::Buffer::new().format(v as u64)),
+        Kind::Gauge => out.push_str(dtoa::Buffer::new().format(v)),
+    }
+    out.push('\n');
+}
+
+/// Appends the `# HELP`, `# TYPE` (and in OpenMetrics `# UNIT`) lines of `family`. The text
+/// format types a counter under its sample name and has no unit line.
+fn write_header(out: &mut String, family: &Family, exposition: Exposition) {
+    let kind = match family.kind {
+        Kind::Gauge => "gauge",
+        Kind::Counter => "counter",
+    };
+    let suffix = if exposition == Exposition::Text && family.kind == Kind::Counter { "_total" } else { "" };
+    for (tag, text) in [("HELP", family.help), ("TYPE", kind)] {
+        out.push_str("# ");
+        out.push_str(tag);
+        out.push(' ');
+        out.push_str(family.name);
+        out.push_str(suffix);
+        out.push(' ');
+        out.push_str(text);
+        out.push('\n');
+    }
+    if let (Exposition::OpenMetrics, Some(unit)) = (exposition, family.unit) {
+        out.push_str("# UNIT ");
+        out.push_str(family.name);
+        out.push(' ');
+        out.push_str(unit);
+        out.push('\n');
+    }
+}
+
+/// The sample lines of the entry of rule `rule` of group label `group`, for `escaping`.
+fn rule_lines(entry: &RuleEntry, group: &str, rule: &str, escaping: Escaping) -> RuleLines {
+    let mut lines = RuleLines::default();
+    for w in written_rule(&entry.series, escaping) {
+        let pairs = w.pairs();
+        for ((family, value), out) in SERIES_FAMILIES.iter().zip(&mut lines.outputs) {
+            let Some(v) = value(w.series).and_then(finite) else { continue };
+            write_sample(out, family, pairs.iter().copied(), v);
+        }
+        let (before, after) = pairs.split_at(w.horizon_at);
+        for ((family, value), out) in FORECAST_FAMILIES.iter().zip(&mut lines.outputs[SERIES_FAMILIES.len()..]) {
+            for (horizon, forecast) in w.series.forecasts() {
+                let Some(v) = finite(value(forecast)) else { continue };
+                // The series' labels with `horizon` in its sorted place.
+                let labels = before.iter().copied().chain([("horizon", horizon.as_str())]).chain(after.iter().copied());
+                write_sample(out, family, labels, v);
+            }
+        }
+    }
+    for ((family, value), out) in STATUS_FAMILIES.iter().zip(&mut lines.status) {
+        let Some(v) = value(entry).and_then(finite) else { continue };
+        write_sample(out, family, [("rule", rule), ("rule_group", group)], v);
+    }
+    lines
+}
+
+impl SnapshotCollector {
+    /// A collector over `exporter`'s snapshots.
+    pub fn new(exporter: Exporter) -> Self {
+        Self { exporter, clock: Clock::System }
+    }
+
+    /// Appends every rule's outputs and status and every group's facts in `exposition`'s syntax,
+    /// label names written for `escaping`.
+    pub fn write(&self, out: &mut String, exposition: Exposition, escaping: Escaping) {
         let layout = self.exporter.layout();
         let now = self.clock.now();
-        // Each rule's entry is read once, so that all families of a scrape agree on it.
         let groups = layout.groups();
-        let rules: Vec<(&str, &str, Arc<RuleEntry>)> =
-            groups.iter().flat_map(|(_, g)| g.slots.iter().map(|(name, slot)| (g.label.as_str(), name.as_str(), slot.load()))).collect();
-        let fresh: Vec<Written<'_>> = rules
+        // Each rule's entry is read once, so that all families of a scrape agree on it.
+        let entries: Vec<(&str, &str, Arc<RuleEntry>)> =
+            groups.iter().flat_map(|(_, g)| g.slots.iter().map(|(rule, slot)| (g.label.as_str(), rule.as_str(), slot.load()))).collect();
+        let rules: Vec<(&RuleLines, bool)> = entries
             .iter()
-            .filter(|(_, _, e)| now - e.refreshed <= e.stale_after)
-            .flat_map(|(_, _, e)| written_rule(&e.series, escaping))
+            .map(|(group, rule, entry)| (entry.lines.get(entry, group, rule, escaping), now - entry.refreshed <= entry.stale_after))
             .collect();
+        out.reserve(rules.iter().map(|(lines, _)| lines.len()).sum::<usize>() + 128 * groups.len() + 4096);
 
-        for (name, help, value) in SERIES_FAMILIES {
-            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for w in &fresh {
-                let Some(v) = value(w.series).and_then(finite) else { continue };
-                ConstGauge::new(v).encode(family.encode_family(&w.labels())?)?;
+        let outputs = SERIES_FAMILIES.iter().map(|(f, _)| f).chain(FORECAST_FAMILIES.iter().map(|(f, _)| f));
+        for (i, family) in outputs.enumerate() {
+            write_header(out, family, exposition);
+            for (lines, _) in rules.iter().filter(|(_, fresh)| *fresh) {
+                out.push_str(&lines.outputs[i]);
             }
         }
-        for (name, help, value) in FORECAST_FAMILIES {
-            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for w in &fresh {
-                let (before, after) = w.around_horizon();
-                for (horizon, forecast) in w.series.forecasts() {
-                    let Some(v) = finite(value(forecast)) else { continue };
-                    // The series' labels with `horizon` in its sorted place.
-                    let labels = ((before, [("horizon", horizon.as_str())]), after);
-                    ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
-                }
+        for (i, (family, _)) in STATUS_FAMILIES.iter().enumerate() {
+            write_header(out, family, exposition);
+            for (lines, _) in &rules {
+                out.push_str(&lines.status[i]);
             }
         }
-        for (name, help, kind, unit, value) in status_families() {
-            let mut family = encoder.encode_descriptor(name, help, unit.as_ref(), kind)?;
-            for (group, rule, entry) in &rules {
-                let Some(v) = value(entry).and_then(finite) else { continue };
-                let labels = [("rule", *rule), ("rule_group", *group)];
-                let metric = family.encode_family(&labels)?;
-                match kind {
-                    MetricType::Counter => ConstCounter::new(v as u64).encode(metric)?,
-                    _ => ConstGauge::new(v).encode(metric)?,
-                }
-            }
-        }
-        let mut missed = encoder.encode_descriptor(
-            "pulsewatch_group_iterations_missed",
-            "Scheduled group runs skipped because the previous run was still going",
-            None,
-            MetricType::Counter,
-        )?;
+        write_header(out, &MISSED, exposition);
         for (_, group) in &groups {
-            let labels = [("rule_group", group.label.as_str())];
-            ConstCounter::new(group.missed()).encode(missed.encode_family(&labels)?)?;
+            write_sample(out, &MISSED, [("rule_group", group.label.as_str())], group.missed() as f64);
         }
-        // Lets alerting rules say "no evaluation for 3 intervals" whatever each group's interval.
-        let mut interval = encoder.encode_descriptor(
-            "pulsewatch_rule_group_interval_seconds",
-            "The group's evaluation interval (for a cron group, the longest gap between its runs)",
-            None,
-            MetricType::Gauge,
-        )?;
+        write_header(out, &INTERVAL, exposition);
         for (_, group) in &groups {
             let Some(v) = finite(group.interval) else { continue };
-            let labels = [("rule_group", group.label.as_str())];
-            ConstGauge::new(v).encode(interval.encode_family(&labels)?)?;
+            write_sample(out, &INTERVAL, [("rule_group", group.label.as_str())], v);
         }
-        Ok(())
     }
 }
 
@@ -310,9 +428,9 @@ mod tests {
     use crate::source::Labels;
 
     fn render(exporter: &Exporter, now: f64) -> String {
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(SnapshotCollector { exporter: exporter.clone(), clock: Clock::Fixed(now) }));
-        encode(&registry, Format::TEXT).unwrap()
+        let registry = Registry::default();
+        let collector = SnapshotCollector { exporter: exporter.clone(), clock: Clock::Fixed(now) };
+        encode(&registry, Some(&collector), Format::TEXT).unwrap()
     }
 
     /// Group `name` of file `file` with one linear rule per name in `rules`, each recorded at
@@ -336,8 +454,9 @@ mod tests {
 
     /// A fixed snapshot of every kind of output: a forecast rule with a horizon, an input label
     /// that collides with ours and a static label; a detector rule; a rule that failed; a group
-    /// with missed runs. Own metrics as registered, with one observation each.
-    fn golden_registry() -> Registry {
+    /// with missed runs. Own metrics as registered, with one observation each; and a collector
+    /// over the snapshot.
+    fn golden_registry() -> (Registry, SnapshotCollector) {
         use crate::config::{Anomaly, Channel, DetectorSpec, Rule, RuleKind};
         use crate::exporter::{Metrics, Values};
         let exporter = Exporter::default();
@@ -381,17 +500,16 @@ mod tests {
         metrics.observe_fit(std::time::Duration::from_millis(40));
         metrics.observe_query(std::time::Duration::from_millis(30), false);
         metrics.reloaded(true, 1_699_999_000.0);
-        registry.register_collector(Box::new(SnapshotCollector { exporter, clock: Clock::Fixed(1_700_000_030.0) }));
-        registry
+        (registry, SnapshotCollector { exporter, clock: Clock::Fixed(1_700_000_030.0) })
     }
 
     /// `/metrics` for the fixed snapshot, in both formats, byte for byte as in `tests/golden/`
     /// (regenerate with `UPDATE_GOLDEN=1` and review the diff).
     #[test]
     fn golden_exposition() {
-        let registry = golden_registry();
+        let (registry, collector) = golden_registry();
         for (format, file) in [(Format::TEXT, "metrics.prom"), (Format::OPENMETRICS, "metrics.om.txt")] {
-            let body = encode(&registry, format).unwrap();
+            let body = encode(&registry, Some(&collector), format).unwrap();
             let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(file);
             if std::env::var_os("UPDATE_GOLDEN").is_some() {
                 std::fs::write(&path, &body).unwrap();
@@ -415,6 +533,50 @@ mod tests {
         assert!(!stale.contains("pulsewatch_anomaly_score{") && !stale.contains("pulsewatch_yhat{"), "{stale}");
         // the rule's status stays: only its outputs go
         assert!(stale.contains("pulsewatch_rule_evaluations_total{rule=\"r\",rule_group=\"a.yaml;g\"} 1"), "{stale}");
+    }
+
+    /// The entry of rule `rule` of the only group.
+    fn entry(exporter: &Exporter, rule: &str) -> Arc<RuleEntry> {
+        let layout = exporter.layout();
+        let groups = layout.groups();
+        groups[0].1.slots[rule].load()
+    }
+
+    #[test]
+    fn scrapes_copy_the_lines_of_each_rule_written_once_per_evaluation() {
+        let exporter = Exporter::default();
+        let key = record(&exporter, "a.yaml", &["r", "s"], &["x"], 1000.0, 300.0);
+        let (first, again) = (render(&exporter, 1001.0), render(&exporter, 1002.0));
+        assert_eq!(first, again, "no evaluation between two scrapes: the same bytes");
+        let lines = |rule: &str| entry(&exporter, rule).lines.by_escaping[0].get().map(|l| l as *const RuleLines);
+        let s_lines = lines("s").expect("the scrape wrote the lines of s");
+        assert!(entry(&exporter, "s").lines.by_escaping[1..].iter().all(|l| l.get().is_none()), "one copy for legacy names");
+
+        // A new evaluation of r: the next scrape serves its new value and reuses the lines of s.
+        let rule = crate::config::rules::test_forecast_rule("r", "up", ModelSpec::Linear {});
+        let point = Point { ts: 60, y: 3.0, yhat: 1.0, lower: 0.0, upper: 2.0, score: 2.0 };
+        let series = vec![SeriesOutput::forecast(&Labels::from([("job".to_string(), "x".to_string())]), &rule, point, vec![])];
+        exporter.record(&RuleId { group: key, rule: "r".into() }, 1060.0, 0.0, Ok((series, 0, 1)), 300.0);
+        let next = render(&exporter, 1061.0);
+        assert!(next.contains("pulsewatch_anomaly_score{job=\"x\",rule=\"r\"} 2.0\n"), "{next}");
+        assert!(next.contains("pulsewatch_rule_evaluations_total{rule=\"r\",rule_group=\"a.yaml;g\"} 2\n"), "{next}");
+        assert!(next.contains("pulsewatch_anomaly_score{job=\"x\",rule=\"s\"} 0.5\n"), "{next}");
+        assert_eq!(lines("s"), Some(s_lines), "the lines of s were not written again");
+    }
+
+    #[test]
+    fn each_escaping_gets_its_own_lines() {
+        let inputs = [labels(&[("service.name", "api")])];
+        let utf8 = Some("application/openmetrics-text;version=1.0.0;escaping=allow-utf-8");
+        let alone = (render_inputs(&inputs, None), render_inputs(&inputs, utf8));
+        assert!(score_line(&alone.0).contains("{rule=\"r\",service_name=\"api\"}"), "{}", alone.0);
+        assert!(score_line(&alone.1).contains("{rule=\"r\",\"service.name\"=\"api\"}"), "{}", alone.1);
+        // Scrapes of one entry in alternating escapings: each as if it came alone.
+        let collector = one_rule(&inputs);
+        for _ in 0..2 {
+            assert_eq!(encode(&Registry::default(), Some(&collector), Format::negotiate(None)).unwrap(), alone.0);
+            assert_eq!(encode(&Registry::default(), Some(&collector), Format::negotiate(utf8)).unwrap(), alone.1);
+        }
     }
 
     #[test]
@@ -444,18 +606,18 @@ mod tests {
         let group = RuleGroup { key: key.clone(), schedule: Schedule::Interval(Duration::from_secs(90)), rules: vec![] };
         exporter.set_group(&group, 90.0, &[]);
         exporter.count_missed(&key, 2);
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(SnapshotCollector::new(exporter)));
-        let text = crate::exporter::encode(&registry, crate::exporter::Format::TEXT).unwrap();
+        let registry = Registry::default();
+        let collector = SnapshotCollector::new(exporter);
+        let text = crate::exporter::encode(&registry, Some(&collector), crate::exporter::Format::TEXT).unwrap();
         assert!(text.contains("pulsewatch_rule_group_interval_seconds{rule_group=\"a.yaml;g\"} 90"), "{text}");
         assert!(text.contains("pulsewatch_group_iterations_missed_total{rule_group=\"a.yaml;g\"} 2"), "{text}");
     }
 
     // === hostile upstream labels ===
 
-    /// `/metrics` for one forecast rule `r` (one horizon) with one output series per label set of
-    /// `inputs`, as negotiated for `accept`.
-    fn render_inputs(inputs: &[Labels], accept: Option<&str>) -> String {
+    /// A collector over one forecast rule `r` (one horizon) with one output series per label set
+    /// of `inputs`.
+    fn one_rule(inputs: &[Labels]) -> SnapshotCollector {
         let exporter = Exporter::default();
         let key = GroupKey { file: "a.yaml".into(), name: "g".into() };
         let rule = crate::config::rules::test_forecast_rule("r", "up", ModelSpec::Linear {});
@@ -465,9 +627,12 @@ mod tests {
         let series =
             inputs.iter().map(|labels| SeriesOutput::forecast(labels, &rule, point, vec![("1h".to_string(), (1.0, 0.5, 1.5))])).collect();
         exporter.record(&RuleId { group: key, rule: "r".into() }, 1000.0, 0.0, Ok((series, 1, inputs.len())), 300.0);
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(SnapshotCollector { exporter, clock: Clock::Fixed(1001.0) }));
-        encode(&registry, Format::negotiate(accept)).unwrap()
+        SnapshotCollector { exporter, clock: Clock::Fixed(1001.0) }
+    }
+
+    /// `/metrics` of [`one_rule`], as negotiated for `accept`.
+    fn render_inputs(inputs: &[Labels], accept: Option<&str>) -> String {
+        encode(&Registry::default(), Some(&one_rule(inputs)), Format::negotiate(accept)).unwrap()
     }
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -640,9 +805,9 @@ mod tests {
             SeriesOutput::forecast(&labels(&[("a b", "1")]), &rule, point(0.5), vec![]),
         ];
         exporter.record(&RuleId { group: key, rule: "r".into() }, 1000.0, 0.0, Ok((series, 1, 3)), 300.0);
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(SnapshotCollector { exporter, clock: Clock::Fixed(1001.0) }));
-        let body = encode(&registry, Format::TEXT).unwrap();
+        let registry = Registry::default();
+        let collector = SnapshotCollector { exporter, clock: Clock::Fixed(1001.0) };
+        let body = encode(&registry, Some(&collector), Format::TEXT).unwrap();
         check_exposition(&body, false).unwrap_or_else(|e| panic!("{e}\n{body}"));
         let scores: Vec<&str> = body.lines().filter(|l| l.starts_with("pulsewatch_anomaly_score{")).collect();
         assert_eq!(scores, [r#"pulsewatch_anomaly_score{a_b="1",rule="r"} 0.75"#], "{body}");
@@ -707,10 +872,10 @@ mod tests {
             SeriesOutput::new(&labels(&[("job", "b")]), &detector, Values::Reconstruction { ts: 0, score: f64::INFINITY, error: f64::NAN });
         let ok = SeriesOutput::new(&labels(&[("job", "c")]), &detector, Values::Reconstruction { ts: 0, score: 0.25, error: 0.5 });
         exporter.record(&RuleId { group: key, rule: "d".into() }, 1000.0, 0.0, Ok((vec![out, ok], 1, 2)), 300.0);
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(SnapshotCollector { exporter, clock: Clock::Fixed(1001.0) }));
+        let registry = Registry::default();
+        let collector = SnapshotCollector { exporter, clock: Clock::Fixed(1001.0) };
         for format in [Format::negotiate(None), Format::negotiate(Some("application/openmetrics-text"))] {
-            let body = encode(&registry, format).unwrap();
+            let body = encode(&registry, Some(&collector), format).unwrap();
             let samples = check_exposition(&body, false).unwrap_or_else(|e| panic!("{e}\n{body}"));
             let names: Vec<String> = samples
                 .iter()

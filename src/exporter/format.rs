@@ -3,16 +3,17 @@
 //!
 //! client_rust writes OpenMetrics only; the text format differs in a few lines that are rewritten
 //! here: counters are typed under their `_total` sample name, info metrics are gauges named
-//! `_info`, and `# UNIT` and `# EOF` lines do not exist. client_rust writes label names as it is
-//! given them, unchecked and unquoted, so the collector hands it names already escaped (or, for a
-//! scraper that allows UTF-8, already quoted) by [`Escaping`]. The scheme follows Prometheus 3
+//! `_info`, and `# UNIT` and `# EOF` lines do not exist. The rules' outputs are written by
+//! [`SnapshotCollector`] in either syntax, label names already escaped (or, for a scraper that
+//! allows UTF-8, already quoted) by [`Escaping`]. The scheme follows Prometheus 3
 //! (<https://prometheus.io/docs/instrumenting/escaping_schemes/>, prometheus/common
 //! `model.EscapeName`): `underscores` unless the `Accept` header asks for another.
 
 use std::borrow::Cow;
-use std::cell::Cell;
 
 use prometheus_client::registry::Registry;
+
+use super::SnapshotCollector;
 
 /// The exposition format of a `/metrics` answer and how it writes label names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,47 +180,24 @@ pub(crate) fn quote(name: &str) -> String {
     out
 }
 
-thread_local! {
-    // The escaping of the encoding running on this thread. client_rust's `Collector::encode`
-    // gets no request context, and `encode` below runs the collectors synchronously on the
-    // calling thread, so this is how the negotiated escaping reaches `SnapshotCollector`.
-    static ESCAPING: Cell<Escaping> = const { Cell::new(Escaping::Underscores) };
-}
-
-/// The escaping of the [`encode`] call running on this thread (the default outside one).
-pub(crate) fn current_escaping() -> Escaping {
-    ESCAPING.with(Cell::get)
-}
-
-/// Sets this thread's escaping until dropped, then restores the previous one (even on a panic).
-struct EscapingScope(Escaping);
-
-impl EscapingScope {
-    fn set(escaping: Escaping) -> Self {
-        Self(ESCAPING.with(|cell| cell.replace(escaping)))
-    }
-}
-
-impl Drop for EscapingScope {
-    fn drop(&mut self) {
-        ESCAPING.with(|cell| cell.set(self.0));
-    }
-}
-
-/// Encodes everything in `registry` in `format`.
+/// Encodes everything in `registry`, then `snapshot` if given, in `format`.
 ///
 /// # Errors
-/// Only if a collector fails to write.
-pub fn encode(registry: &Registry, format: Format) -> Result<String, std::fmt::Error> {
-    let mut out = String::new();
-    {
-        let _scope = EscapingScope::set(format.escaping);
-        prometheus_client::encoding::text::encode(&mut out, registry)?;
+/// Only if a collector of `registry` fails to write.
+pub fn encode(registry: &Registry, snapshot: Option<&SnapshotCollector>, format: Format) -> Result<String, std::fmt::Error> {
+    let mut om = String::new();
+    prometheus_client::encoding::text::encode_registry(&mut om, registry)?;
+    let mut out = match format.exposition {
+        Exposition::OpenMetrics => om,
+        Exposition::Text => openmetrics_to_text(&om),
+    };
+    if let Some(snapshot) = snapshot {
+        snapshot.write(&mut out, format.exposition, format.escaping);
     }
-    Ok(match format.exposition {
-        Exposition::OpenMetrics => out,
-        Exposition::Text => openmetrics_to_text(&out),
-    })
+    if format.exposition == Exposition::OpenMetrics {
+        out.push_str("# EOF\n");
+    }
+    Ok(out)
 }
 
 /// Rewrites OpenMetrics as the Prometheus text format.
@@ -370,12 +348,5 @@ mod tests {
             assert_eq!(Escaping::AllowUtf8.escape(case.name), if case.name.is_empty() { "_" } else { case.name });
         }
         assert_eq!(quote("a\"b\\c\nd.e"), r#""a\"b\\c\nd.e""#);
-    }
-
-    #[test]
-    fn encode_restores_the_escaping_it_set() {
-        let registry = Registry::default();
-        encode(&registry, Format { exposition: Exposition::Text, escaping: Escaping::AllowUtf8 }).unwrap();
-        assert_eq!(current_escaping(), Escaping::Underscores);
     }
 }

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
+use super::collector::LinesCache;
 use crate::config::{GroupKey, Rule, RuleGroup};
 use crate::source::{series_key, Labels};
 
@@ -192,6 +193,8 @@ pub struct RuleEntry {
     pub kind: &'static str,
     /// Counters and last-evaluation facts.
     pub status: RuleStatus,
+    /// The sample lines `/metrics` copies, written on the first scrape after the evaluation.
+    pub(crate) lines: LinesCache,
 }
 
 /// A group as `/api/v1/rules` lists it.
@@ -415,7 +418,8 @@ impl Exporter {
                 (old.series.clone(), old.refreshed)
             }
         };
-        let entry = RuleEntry { series, refreshed, stale_after, expr: old.expr.clone(), kind: old.kind, status };
+        let entry =
+            RuleEntry { series, refreshed, stale_after, expr: old.expr.clone(), kind: old.kind, status, lines: LinesCache::default() };
         slot.entry.store(Arc::new(entry));
     }
 }

@@ -19,7 +19,7 @@ use axum::Router;
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::exporter::{self, Exporter, Format};
+use crate::exporter::{self, Exporter, Format, SnapshotCollector};
 
 pub use server::serve;
 pub use web_config::{TlsServerConfig, WebConfig, WebConfigError};
@@ -44,7 +44,7 @@ pub enum ReloadError {
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    /// Everything `/metrics` encodes.
+    /// Own and process metrics; `/metrics` adds the exporter's snapshot.
     pub registry: Arc<Registry>,
     /// Rule outputs and status.
     pub exporter: Exporter,
@@ -67,7 +67,8 @@ pub fn router(state: AppState) -> Router {
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    match exporter::encode(&state.registry, format) {
+    let snapshot = SnapshotCollector::new(state.exporter.clone());
+    match exporter::encode(&state.registry, Some(&snapshot), format) {
         Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n").into_response(),
     }
@@ -107,7 +108,6 @@ mod tests {
         let mut registry = Registry::default();
         let exporter = Exporter::default();
         crate::exporter::Metrics::register(&mut registry);
-        registry.register_collector(Box::new(crate::exporter::SnapshotCollector::new(exporter.clone())));
         let (tx, rx) = mpsc::channel(1);
         let state =
             AppState { registry: Arc::new(registry), exporter, reload: lifecycle.then_some(tx), ready: Arc::new(AtomicBool::new(false)) };
