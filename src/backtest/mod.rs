@@ -57,6 +57,11 @@ impl Report {
     pub fn summary(&self) -> String {
         report::summary(&self.lines, &self.corpus, &self.cross_validated)
     }
+
+    /// The totals of each report, one line per `(name, report)`: an ensemble beside its members.
+    pub fn compared(reports: &[(&str, &Report)]) -> String {
+        report::members_summary(reports)
+    }
 }
 
 /// Replays `recordings` through `rule` (several at once, one per CPU), then scores them against

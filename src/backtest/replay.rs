@@ -39,6 +39,11 @@ pub struct Trace {
     pub recording: Recording,
     /// The scored point of each row; `None` while the model warms up (or a fit failed).
     pub points: Vec<Option<Point>>,
+    /// An ensemble's member model types (empty for other rules).
+    pub members: Vec<&'static str>,
+    /// Per row, the members' scores, in the order of [`members`](Self::members) (empty where
+    /// the row is not scored).
+    pub member_scores: Vec<Vec<f64>>,
     /// Model fits run.
     pub fits: u64,
     /// Fit failures, as the live engine would log them.
@@ -96,7 +101,12 @@ pub async fn run(rule: &Rule, recording: Recording, pool: &FitPool, progress: im
     // The engine records query and fit durations; a backtest has no use for them.
     let mut state = RuleState::for_rule(rule);
     let rows = recording.values.len();
-    let mut trace = Trace { points: vec![None; rows], fits: 0, warnings: Vec::new(), recording };
+    let members = match rule.forecast() {
+        Some(forecast) if forecast.model.combine().is_some() => forecast.model.members().iter().map(|m| m.name()).collect(),
+        _ => Vec::new(),
+    };
+    let mut trace =
+        Trace { points: vec![None; rows], members, member_scores: vec![Vec::new(); rows], fits: 0, warnings: Vec::new(), recording };
     for i in 0..rows {
         let now = trace.recording.ts(i);
         let ctx = EvalContext { source: &source, metrics: None, pool, now, stale_secs: i64::MAX / 4 };
@@ -122,6 +132,7 @@ pub async fn run(rule: &Rule, recording: Recording, pool: &FitPool, progress: im
                 upper: f64::NAN,
                 score: out.score(),
             }));
+            trace.member_scores[i] = out.members().iter().map(|(_, score)| *score).collect();
         }
         progress();
     }
@@ -178,6 +189,54 @@ mod tests {
         assert!(trace.points[140].unwrap().score < 1.0, "{:?}", trace.points[140]);
         // refit every hour (12 rows): about 190 / 12 fits
         assert!((15..=18).contains(&trace.fits), "{}", trace.fits);
+    }
+
+    /// Each member of an ensemble scores as it would alone, and the ensemble's point is their
+    /// combination, row by row; an ensemble of one model is that model.
+    #[tokio::test]
+    async fn ensembles_combine_what_their_members_score_alone() {
+        use crate::config::{Combine, Seasonality};
+        // A wave with noise, a spike at row 500 and a level shift from row 700.
+        let values: Vec<f64> = (0..900)
+            .map(|i| {
+                50.0 + 10.0 * (i as f64 / 40.0).sin()
+                    + ((i * 37) % 11) as f64 / 5.0
+                    + if i == 500 { 30.0 } else { 0.0 }
+                    + if i >= 700 { 15.0 } else { 0.0 }
+            })
+            .collect();
+        let members = vec![
+            ModelSpec::Online { seasonality: Seasonality::Auto },
+            ModelSpec::Mad { window: Duration::from_secs(6 * 3600) },
+            ModelSpec::Linear {},
+        ];
+        let replay = |model: ModelSpec| {
+            let rec = recording(values.clone());
+            async move { run(&rule_for(&rule_with(model), &rec).unwrap(), rec, &FitPool::new(1), || {}).await }
+        };
+        let mut alone = Vec::new();
+        for member in &members {
+            alone.push(replay(member.clone()).await);
+        }
+        for combine in [Combine::Min, Combine::Max, Combine::Mean, Combine::Vote] {
+            let trace = replay(ModelSpec::Ensemble { combine, members: members.clone() }).await;
+            assert_eq!(trace.members, ["online", "mad", "linear"]);
+            let mut scored = 0;
+            for i in 0..values.len() {
+                let each: Option<Vec<Point>> = alone.iter().map(|t| t.points[i]).collect();
+                assert_eq!(trace.points[i], each.as_ref().map(|p| combine.point(p)), "{combine:?}, row {i}");
+                if let Some(each) = each {
+                    assert_eq!(trace.member_scores[i], each.iter().map(|p| p.score).collect::<Vec<_>>(), "row {i}");
+                    scored += 1;
+                }
+            }
+            // the mad's window (72 rows) is the longest warm-up
+            assert!(scored > 800, "{scored}");
+            let one = replay(ModelSpec::Ensemble { combine, members: vec![members[0].clone()] }).await;
+            assert_eq!(one.points, alone[0].points, "an ensemble of one, {combine:?}");
+        }
+        let spike = |t: &Trace| t.points[500].unwrap().score;
+        assert!(alone.iter().all(|t| spike(t) > 1.0), "every member sees the spike");
     }
 
     #[tokio::test]

@@ -31,14 +31,17 @@ fn timestamp(trace: &Trace, i: usize) -> String {
     trace.recording.timestamps[i].format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
-/// Writes `timestamp,value,yhat,yhat_lower,yhat_upper,anomaly_score`, one row per input row
-/// (the model's columns empty while it warms up).
+/// Writes `timestamp,value,yhat,yhat_lower,yhat_upper,anomaly_score`, then for an ensemble
+/// `anomaly_score_<model>` per member, one row per input row (the model's columns empty while it
+/// warms up).
 ///
 /// # Errors
 /// I/O errors.
 pub fn write_points(path: &Path, trace: &Trace) -> Result<(), csv::Error> {
     let mut w = csv::Writer::from_path(path)?;
-    w.write_record(["timestamp", "value", "yhat", "yhat_lower", "yhat_upper", "anomaly_score"])?;
+    let members = trace.members.iter().map(|m| format!("anomaly_score_{m}"));
+    let header = ["timestamp", "value", "yhat", "yhat_lower", "yhat_upper", "anomaly_score"].map(String::from);
+    w.write_record(header.into_iter().chain(members))?;
     for (i, point) in trace.points.iter().enumerate() {
         let value = trace.recording.values[i].to_string();
         let model = match point {
@@ -46,7 +49,9 @@ pub fn write_points(path: &Path, trace: &Trace) -> Result<(), csv::Error> {
             Some(p) => [p.yhat, p.lower, p.upper, p.score].map(|v| if v.is_nan() { String::new() } else { v.to_string() }),
             None => Default::default(),
         };
-        w.write_record([timestamp(trace, i), value].iter().chain(&model))?;
+        let mut members: Vec<String> = trace.member_scores[i].iter().map(f64::to_string).collect();
+        members.resize(trace.members.len(), String::new());
+        w.write_record([timestamp(trace, i), value].iter().chain(&model).chain(&members))?;
     }
     w.flush()?;
     Ok(())
@@ -238,6 +243,42 @@ pub fn summary(lines: &[FileLine], corpus: &[CorpusScore], cross_validated: &[Op
         .collect();
     if !folded.is_empty() {
         let _ = writeln!(out, "NAB cross-validated (each category at the threshold of the others): {}", folded.join(", "));
+    }
+    out
+}
+
+/// One line per model of an ensemble (each replayed alone) and one for the ensemble: what it
+/// flagged, the windows it found and missed, the alerts it would have sent, its NAB scores.
+pub fn members_summary(models: &[(&str, &super::Report)]) -> String {
+    let width = models.iter().map(|m| m.0.len()).max().unwrap_or(5).max(5);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:width$}  {:>7} {:>3} {:>3} {:>3} {:>7} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8}",
+        "model", "flagged", "tp", "fp", "fn", "alerted", "false", "missed", "standard", "low_fp", "low_fn", "cv_std"
+    );
+    for (name, report) in models {
+        let (lines, corpus, cross_validated) = (&report.lines, &report.corpus, &report.cross_validated);
+        let labelled = || lines.iter().filter(|l| l.windows.is_some());
+        let windows = labelled().fold(WindowCounts::default(), |t, l| t + l.windows.unwrap_or_default());
+        let alerts = labelled().fold(AlertCounts::default(), |t, l| t + l.alerts.clone());
+        let nab = |i: usize| opt(corpus.get(i).and_then(|c| c.normalized), 1);
+        let cv = opt(cross_validated.first().and_then(|cv| cv.as_ref()?.normalized), 1);
+        let _ = writeln!(
+            out,
+            "{name:width$}  {:>7} {:>3} {:>3} {:>3} {:>7} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8}",
+            lines.iter().map(|l| l.flagged).sum::<usize>(),
+            windows.tp,
+            windows.fp,
+            windows.fn_,
+            alerts.windows_alerted,
+            alerts.false_alerts,
+            alerts.windows_missed,
+            nab(0),
+            nab(1),
+            nab(2),
+            cv
+        );
     }
     out
 }

@@ -76,13 +76,29 @@ pub(super) fn backtest(args: &BacktestArgs) -> anyhow::Result<u8> {
         bail!("nothing to replay: give --csv, --dataset or --source");
     }
     let options = Options { holdout: args.holdout, out: args.out.clone(), progress: std::io::stderr().is_terminal() };
-    let report = runtime.block_on(backtest::run(&rule, recordings, labels.as_ref(), &options))?;
+    let report = runtime.block_on(backtest::run(&rule, recordings.clone(), labels.as_ref(), &options))?;
     for trace in &report.traces {
         for warning in &trace.warnings {
             eprintln!("{}: {warning}", trace.recording.key);
         }
     }
     print!("{}", report.summary());
+    // An ensemble beside each of its members replayed alone (their outputs under `members/`).
+    if let Some(forecast) = rule.forecast().filter(|f| f.model.combine().is_some()) {
+        let mut members = Vec::new();
+        for member in forecast.model.members() {
+            let kind = RuleKind::Forecast(config::Forecast { model: member.clone(), ..forecast.clone() });
+            let alone = Rule { kind, ..rule.clone() };
+            let out = args.out.as_ref().map(|out| out.join("members").join(member.name()));
+            let options = Options { out, ..options.clone() };
+            members.push((member.name(), runtime.block_on(backtest::run(&alone, recordings.clone(), labels.as_ref(), &options))?));
+        }
+        let combine = forecast.model.combine().map_or("", |c| c.name());
+        let mut rows: Vec<(&str, &backtest::Report)> = members.iter().map(|(name, r)| (*name, r)).collect();
+        let name = format!("ensemble ({combine})");
+        rows.push((&name, &report));
+        print!("\nthe ensemble and each of its members alone:\n{}", backtest::Report::compared(&rows));
+    }
     Ok(EXIT_OK)
 }
 

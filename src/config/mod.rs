@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 pub use duration::{Duration, DurationError};
 pub use error::{Problem, Problems};
-pub use model::{ModelError, ModelSpec, Seasonality};
+pub use model::{Combine, ModelError, ModelSpec, Seasonality};
 pub use rules::{Anomaly, Channel, DetectorSpec, Direction, Forecast, GroupKey, Rule, RuleGroup, RuleKind};
 pub use schedule::{CronError, CronSchedule, Schedule};
 pub use source::{redact_url, BasicAuth, Secret, SecretError, SourceConfig, TlsConfig};

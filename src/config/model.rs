@@ -24,6 +24,9 @@ pub enum ModelError {
         /// The rule's step.
         step: Duration,
     },
+    /// An ensemble that is empty, nested or names a model type twice.
+    #[error("ensemble: {0}")]
+    Ensemble(String),
     /// Too short a history for the model.
     #[error("{model} needs a history of at least {needed}, got {got}")]
     History {
@@ -82,6 +85,42 @@ pub enum ModelSpec {
         /// The window, a whole number (>= 2) of steps.
         window: Duration,
     },
+    /// Several models of the series, each scoring every sample; `combine` makes one score of
+    /// theirs (each member's stays visible as `pulsewatch_member_anomaly_score{model=…}`).
+    Ensemble {
+        /// How the members' scores make the rule's.
+        combine: Combine,
+        /// The models, each of a different type; none an ensemble.
+        members: Vec<ModelSpec>,
+    },
+}
+
+/// How an ensemble's members' scores make one score: the members that decide, and through that
+/// what it takes to be above 1 (anomalous).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Combine {
+    /// The least surprised member: anomalous when every member is.
+    Min,
+    /// The most surprised member: anomalous when any member is.
+    Max,
+    /// The mean of the members' scores.
+    Mean,
+    /// A strict majority: the score that more than half of the members reach, so anomalous when
+    /// more than half of them are.
+    Vote,
+}
+
+impl Combine {
+    /// The name as written in YAML.
+    pub fn name(self) -> &'static str {
+        match self {
+            Combine::Min => "min",
+            Combine::Max => "max",
+            Combine::Mean => "mean",
+            Combine::Vote => "vote",
+        }
+    }
 }
 
 /// The seasons of an online model.
@@ -135,6 +174,23 @@ impl ModelSpec {
             ModelSpec::Zscore { .. } => "zscore",
             ModelSpec::Mad { .. } => "mad",
             ModelSpec::Iqr { .. } => "iqr",
+            ModelSpec::Ensemble { .. } => "ensemble",
+        }
+    }
+
+    /// The models that score each sample: an ensemble's members, else the model itself.
+    pub fn members(&self) -> &[ModelSpec] {
+        match self {
+            ModelSpec::Ensemble { members, .. } => members,
+            model => std::slice::from_ref(model),
+        }
+    }
+
+    /// How the scores of [`members`](Self::members) combine; `None` for a single model.
+    pub fn combine(&self) -> Option<Combine> {
+        match self {
+            ModelSpec::Ensemble { combine, .. } => Some(*combine),
+            _ => None,
         }
     }
 
@@ -175,6 +231,8 @@ impl ModelSpec {
             // A fixed season is learned from two of its periods; `auto` starts without one.
             ModelSpec::Online { .. } => (2 * longest).max(10),
             ModelSpec::Zscore { .. } | ModelSpec::Mad { .. } | ModelSpec::Iqr { .. } => self.window(step).unwrap_or(0).max(10),
+            // The ensemble scores once every member does.
+            ModelSpec::Ensemble { members, .. } => members.iter().map(|m| m.min_points(step)).max().unwrap_or(10),
             _ => 10,
         }
     }
@@ -184,6 +242,24 @@ impl ModelSpec {
     /// # Errors
     /// Which setting does not fit.
     pub fn validate(&self, step: &Duration, history: &Duration) -> Result<(), ModelError> {
+        if let ModelSpec::Ensemble { members, .. } = self {
+            if members.is_empty() {
+                return Err(ModelError::Ensemble("needs at least one member".into()));
+            }
+            let mut types = std::collections::HashSet::new();
+            for member in members {
+                let name = member.name();
+                if matches!(member, ModelSpec::Ensemble { .. }) {
+                    return Err(ModelError::Ensemble("a member cannot be an ensemble".into()));
+                }
+                // The type names the member's score (`model="mad"`), so it must be unique.
+                if !types.insert(name) {
+                    return Err(ModelError::Ensemble(format!("two members of type {name}; each type may appear once")));
+                }
+                member.validate(step, history).map_err(|e| ModelError::Ensemble(format!("member {name}: {e}")))?;
+            }
+            return Ok(());
+        }
         let what = if self.window(step).is_some() { "window" } else { "season" };
         let seasons: Vec<&Duration> = match self {
             ModelSpec::Mstl { seasonality } if seasonality.is_empty() => return Err(ModelError::NoSeason),
@@ -257,6 +333,37 @@ mod tests {
         assert!(weekly.validate(&d("5m"), &d("14d")).is_ok());
         // `auto` looks for what the history can show: any history will do
         assert!(ModelSpec::Online { seasonality: Seasonality::Auto }.validate(&d("5m"), &d("1h")).is_ok());
+    }
+
+    #[test]
+    fn ensembles_parse_and_are_checked_member_by_member() {
+        let parse = |yaml: &str| serde_saphyr::from_str::<ModelSpec>(yaml);
+        let spec = parse("{ type: ensemble, combine: vote, members: [{ type: online }, { type: mad, window: 1d }] }").unwrap();
+        assert_eq!(spec.combine(), Some(Combine::Vote));
+        assert_eq!(spec.members().iter().map(ModelSpec::name).collect::<Vec<_>>(), ["online", "mad"]);
+        assert_eq!(spec.min_points(&d("5m")), 288, "the longest warm-up of its members");
+        assert!(spec.validate(&d("5m"), &d("7d")).is_ok());
+        assert_eq!(ModelSpec::Linear {}.members(), [ModelSpec::Linear {}]);
+        assert_eq!(ModelSpec::Linear {}.combine(), None);
+        for (yaml, error) in [
+            ("{ type: ensemble, combine: min, members: [] }", "ensemble: needs at least one member"),
+            (
+                "{ type: ensemble, combine: min, members: [{ type: linear }, { type: linear }] }",
+                "ensemble: two members of type linear; each type may appear once",
+            ),
+            (
+                "{ type: ensemble, combine: min, members: [{ type: ensemble, combine: max, members: [{ type: linear }] }] }",
+                "ensemble: a member cannot be an ensemble",
+            ),
+            (
+                "{ type: ensemble, combine: max, members: [{ type: linear }, { type: mad, window: 7m }] }",
+                "ensemble: member mad: window 7m must be a whole number (>= 2) of steps of 5m",
+            ),
+        ] {
+            assert_eq!(parse(yaml).unwrap().validate(&d("5m"), &d("7d")).unwrap_err().to_string(), error, "{yaml}");
+        }
+        assert!(parse("{ type: ensemble, members: [{ type: linear }] }").is_err(), "combine is required");
+        assert!(parse("{ type: ensemble, combine: median, members: [{ type: linear }] }").is_err());
     }
 
     #[test]

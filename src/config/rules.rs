@@ -431,6 +431,9 @@ fn validate_forecast(rule: RuleConfig, step: &Duration, defaults: &Defaults, err
         }
     }
     let model = rule.model.unwrap_or_else(|| defaults.model.clone());
+    if model.combine().is_some() && rule.labels.contains_key("model") {
+        errs.push("label \"model\" labels an ensemble's member scores and cannot be a static label of an ensemble rule".to_string());
+    }
     if step.secs() >= 1 {
         if let Err(err) = model.validate(step, &history) {
             errs.push(err.to_string());
@@ -721,6 +724,17 @@ groups:
         let text = err.to_string();
         assert!(text.contains("\"rule\" is set by pulsewatch"), "{text}");
         assert!(text.contains("invalid label name \"1bad\""), "{text}");
+    }
+
+    #[test]
+    fn an_ensemble_rule_keeps_the_model_label_for_its_members() {
+        let ensemble = "model: { type: ensemble, combine: max, members: [{ type: linear }] }";
+        let rule = |model: &str| {
+            format!("groups:\n  - name: g\n    rules:\n      - forecast: a\n        expr: up\n        {model}\n        labels: {{ model: x }}\n")
+        };
+        let text = load(&rule(ensemble)).unwrap_err().to_string();
+        assert!(text.contains("label \"model\" labels an ensemble's member scores"), "{text}");
+        assert!(load(&rule("model: { type: linear }")).is_ok(), "other rules may set it");
     }
 
     #[test]

@@ -5,21 +5,25 @@
 //! download only the grid points since the previous evaluation. A series first seen in an
 //! incremental answer gets its history downloaded once. Refits train on the history kept in
 //! memory. Fits run on the blocking pool, at most `FitPool` permits at a time.
+//!
+//! An ensemble rule keeps one model per member for each series, each fitted and updated as a
+//! single model would be; its point combines theirs once every member has scored the sample.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use super::evaluation::{query, EvalContext, EvalError, Outcome};
-use crate::config::{Forecast, Rule};
+use crate::config::{Forecast, ModelSpec, Rule};
 use crate::exporter::SeriesOutput;
-use crate::models::{self, SeriesModel};
+use crate::models::{self, Point, SeriesModel};
 use crate::source::{self, series_key, Labels, Series};
 
 /// The models of one forecast rule, kept across evaluations (and across reloads that leave the
 /// rule as is).
 #[derive(Debug, Default)]
 pub struct ForecastState {
-    series: HashMap<Labels, SeriesModel>,
+    /// Per series, one model per member of the rule's model (one unless it is an ensemble).
+    series: HashMap<Labels, Vec<SeriesModel>>,
     /// End of the last successful query, Unix seconds.
     last_end: Option<i64>,
 }
@@ -64,36 +68,44 @@ impl ForecastState {
         }
         // A new series trains on all but its newest sample, which it then scores.
         for s in fresh {
-            let model = SeriesModel::new(step, points);
-            // An online model's band follows its deviations already.
-            let mut model = if forecast.model.is_online() { model } else { model.calibrated(forecast.band) };
             let mut samples = s.samples;
             let last = samples.pop();
-            samples.iter().for_each(|&(ts, v)| model.push(ts, v));
+            let models = forecast
+                .model
+                .members()
+                .iter()
+                .map(|member| {
+                    let model = SeriesModel::new(step, points);
+                    // An online model's band follows its deviations already.
+                    let mut model = if member.is_online() { model } else { model.calibrated(forecast.band) };
+                    samples.iter().for_each(|&(ts, v)| model.push(ts, v));
+                    model
+                })
+                .collect();
             let labels = series_key(&s.labels);
             pending.insert(labels.clone(), last.into_iter().collect());
-            self.series.insert(labels, model);
+            self.series.insert(labels, models);
         }
 
         let mut outcome = self.refit_due(rule, forecast, &pending, ctx, end).await;
         for (labels, samples) in pending {
-            if let Some(model) = self.series.get_mut(&labels) {
-                for (ts, v) in samples {
+            for model in self.series.get_mut(&labels).into_iter().flatten() {
+                for &(ts, v) in &samples {
                     model.observe(ts, v, forecast.direction, forecast.min_deviation);
                 }
             }
         }
-        self.series.retain(|_, m| m.last_ts().is_some_and(|ts| ts >= end - ctx.stale_secs));
+        // The members of a series see the same samples: the first one's newest is theirs.
+        self.series.retain(|_, m| m[0].last_ts().is_some_and(|ts| ts >= end - ctx.stale_secs));
         self.last_end = Some(end);
 
         let mut labels: Vec<&Labels> = self.series.keys().collect();
         labels.sort();
         for l in labels {
-            let model = &self.series[l];
-            let Some(point) = model.last_point() else { continue };
-            let forecasts =
-                forecast.horizons.iter().filter_map(|h| model.predict(point.ts + h.secs()).map(|f| (h.to_string(), f))).collect();
-            outcome.series.push(SeriesOutput::forecast(l, rule, point, forecasts));
+            let models = &self.series[l];
+            if let Some(output) = output(rule, forecast, l, models) {
+                outcome.series.push(output);
+            }
         }
         Ok(outcome)
     }
@@ -109,47 +121,51 @@ impl ForecastState {
         end: i64,
     ) -> Outcome {
         let mut outcome = Outcome::default();
-        let min_points = forecast.model.min_points(&rule.step);
+        let members = forecast.model.members();
         let step = rule.step.secs();
         let reach = forecast.horizons.iter().map(|h| h.secs()).max().unwrap_or(0);
         let refit = forecast.refit.secs();
         // After a failed fit, wait this long (in sample time) before trying again.
         let retry_after = refit.min(10 * step);
         let mut tasks = tokio::task::JoinSet::new();
-        let due: Vec<(Labels, i64)> = self
+        // (series, member, newest sample to score)
+        let due: Vec<(Labels, usize, i64)> = self
             .series
             .iter()
-            .filter_map(|(labels, model)| {
+            .flat_map(|(labels, models)| {
                 let until = pending.get(labels).and_then(|s| s.last()).map_or(end, |s| s.0);
-                (model.len() >= min_points && model.needs_fit(until, refit, reach)).then(|| (labels.clone(), until))
+                let due = move |(_, (model, spec)): &(usize, (&SeriesModel, &ModelSpec))| {
+                    model.len() >= spec.min_points(&rule.step) && model.needs_fit(until, refit, reach)
+                };
+                models.iter().zip(members).enumerate().filter(due).map(move |(m, _)| (labels.clone(), m, until))
             })
             .collect();
-        for (labels, until) in due {
+        for (labels, m, until) in due {
             // Take the permit before copying the history, so at most pool-size copies exist.
             // The semaphore is never closed, so acquiring only waits.
             let permit = ctx.pool.acquire().await;
-            let Some((values, start)) = self.series.get(&labels).and_then(SeriesModel::training_data) else { continue };
+            let Some((values, start)) = self.series.get(&labels).and_then(|models| models[m].training_data()) else { continue };
             let at_ts = start + (values.len() as i64 - 1) * step;
             // Long enough to score until the next refit and still reach the furthest horizon.
             let horizon = ((until - at_ts + refit + reach) / step + 2) as usize;
-            let (spec, band) = (forecast.model.clone(), forecast.band);
+            let (spec, band) = (members[m].clone(), forecast.band);
             tasks.spawn(async move {
                 let _permit = permit;
                 let began = Instant::now();
                 let result = tokio::task::spawn_blocking(move || models::train(&spec, &values, start, step, band, horizon)).await;
-                (labels, at_ts, began.elapsed(), result)
+                (labels, m, at_ts, began.elapsed(), result)
             });
         }
         while let Some(joined) = tasks.join_next().await {
-            let Ok((labels, at_ts, took, result)) = joined else { continue };
+            let Ok((labels, m, at_ts, took, result)) = joined else { continue };
             if let Some(metrics) = ctx.metrics {
                 metrics.observe_fit(took);
             }
             outcome.fits += 1;
             match result {
                 Ok(Ok(fit)) => {
-                    if let Some(model) = self.series.get_mut(&labels) {
-                        model.set_fit(at_ts, fit);
+                    if let Some(models) = self.series.get_mut(&labels) {
+                        models[m].set_fit(at_ts, fit);
                     }
                 }
                 failed => {
@@ -158,15 +174,41 @@ impl ForecastState {
                         Err(panic) => format!("fit panicked: {panic}"),
                         Ok(Ok(_)) => unreachable!("matched above"),
                     };
-                    outcome.warnings.push(format!("series {}: {why}", source::format_labels(&labels)));
-                    if let Some(model) = self.series.get_mut(&labels) {
-                        model.fit_failed(at_ts + retry_after);
+                    let member = if members.len() > 1 { format!(" (member {})", members[m].name()) } else { String::new() };
+                    outcome.warnings.push(format!("series {}{member}: {why}", source::format_labels(&labels)));
+                    if let Some(models) = self.series.get_mut(&labels) {
+                        models[m].fit_failed(at_ts + retry_after);
                     }
                 }
             }
         }
         outcome
     }
+}
+
+/// The output of series `labels` from its members' models: once every member has scored the
+/// newest sample, their points combined, each horizon the mean of their forecasts, and an
+/// ensemble's members' scores.
+fn output(rule: &Rule, forecast: &Forecast, labels: &Labels, models: &[SeriesModel]) -> Option<SeriesOutput> {
+    let points: Vec<Point> = models.iter().map(SeriesModel::last_point).collect::<Option<_>>()?;
+    let Some(combine) = forecast.model.combine() else {
+        let (model, point) = (&models[0], points[0]);
+        let forecasts = forecast.horizons.iter().filter_map(|h| model.predict(point.ts + h.secs()).map(|f| (h.to_string(), f))).collect();
+        return Some(SeriesOutput::forecast(labels, rule, point, forecasts));
+    };
+    let point = combine.point(&points);
+    let n = models.len() as f64;
+    let forecasts = forecast
+        .horizons
+        .iter()
+        .filter_map(|h| {
+            let each: Vec<(f64, f64, f64)> = models.iter().map(|m| m.predict(point.ts + h.secs())).collect::<Option<_>>()?;
+            let mean = each.iter().fold((0.0, 0.0, 0.0), |(p, l, u), f| (p + f.0 / n, l + f.1 / n, u + f.2 / n));
+            Some((h.to_string(), mean))
+        })
+        .collect();
+    let members = forecast.model.members().iter().zip(&points).map(|(spec, p)| (spec.name(), p.score)).collect();
+    Some(SeriesOutput::forecast(labels, rule, point, forecasts).with_members(members))
 }
 
 #[cfg(test)]

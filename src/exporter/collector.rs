@@ -19,7 +19,7 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use super::format::{self, is_legacy_label_name, Escaping, Exposition};
-use super::snapshot::{Exporter, RuleEntry, SeriesOutput, Values, OWN_LABELS};
+use super::snapshot::{Exporter, RuleEntry, SeriesOutput, Values, MEMBER_LABEL, OWN_LABELS};
 use crate::clock::Clock;
 
 /// Writes the current snapshot: every scrape builds one (it is an `Exporter` handle).
@@ -90,8 +90,13 @@ const FORECAST_FAMILIES: [ForecastFamily; 3] = [
     (gauge("pulsewatch_forecast_upper", "Upper edge of the band of the forecast at the horizon"), |f| f.2),
 ];
 
-/// Families of a rule's outputs: [`SERIES_FAMILIES`], then [`FORECAST_FAMILIES`].
-const OUTPUT_FAMILIES: usize = SERIES_FAMILIES.len() + FORECAST_FAMILIES.len();
+/// An ensemble's members' scores, one series per member labelled with its model type. A family
+/// of its own, so that alerting rules on `pulsewatch_anomaly_score` see the combination only.
+const MEMBERS: Family =
+    gauge("pulsewatch_member_anomaly_score", "The anomaly score of one model of an ensemble rule, before the ensemble combines them");
+
+/// Families of a rule's outputs: [`SERIES_FAMILIES`], [`FORECAST_FAMILIES`], then [`MEMBERS`].
+const OUTPUT_FAMILIES: usize = SERIES_FAMILIES.len() + FORECAST_FAMILIES.len() + 1;
 
 /// Per-rule status: the family, and the value (None skips the rule).
 type StatusFamily = (Family, fn(&RuleEntry) -> Option<f64>);
@@ -122,7 +127,7 @@ const INTERVAL: Family =
 /// next evaluation replaces its entry.
 #[derive(Debug, Default)]
 pub(crate) struct RuleLines {
-    /// Per family of [`SERIES_FAMILIES`] then [`FORECAST_FAMILIES`].
+    /// Per family of [`SERIES_FAMILIES`], [`FORECAST_FAMILIES`], then [`MEMBERS`].
     outputs: [String; OUTPUT_FAMILIES],
     /// Per family of [`STATUS_FAMILIES`].
     status: [String; STATUS_FAMILIES.len()],
@@ -362,6 +367,12 @@ fn rule_lines(entry: &RuleEntry, group: &str, rule: &str, escaping: Escaping) ->
                 write_sample(out, family, labels, v);
             }
         }
+        let (before, after) = pairs.split_at(pairs.partition_point(|(k, _)| *k < MEMBER_LABEL));
+        for (model, score) in w.series.members() {
+            let Some(v) = finite(*score) else { continue };
+            let labels = before.iter().copied().chain([(MEMBER_LABEL, *model)]).chain(after.iter().copied());
+            write_sample(&mut lines.outputs[OUTPUT_FAMILIES - 1], &MEMBERS, labels, v);
+        }
     }
     for ((family, value), out) in STATUS_FAMILIES.iter().zip(&mut lines.status) {
         let Some(v) = value(entry).and_then(finite) else { continue };
@@ -391,7 +402,7 @@ impl SnapshotCollector {
             .collect();
         out.reserve(rules.iter().map(|(lines, _)| lines.len()).sum::<usize>() + 128 * groups.len() + 4096);
 
-        let outputs = SERIES_FAMILIES.iter().map(|(f, _)| f).chain(FORECAST_FAMILIES.iter().map(|(f, _)| f));
+        let outputs = SERIES_FAMILIES.iter().map(|(f, _)| f).chain(FORECAST_FAMILIES.iter().map(|(f, _)| f)).chain([&MEMBERS]);
         for (i, family) in outputs.enumerate() {
             write_header(out, family, exposition);
             for (lines, _) in rules.iter().filter(|(_, fresh)| *fresh) {
@@ -562,6 +573,31 @@ mod tests {
         assert!(next.contains("pulsewatch_rule_evaluations_total{rule=\"r\",rule_group=\"a.yaml;g\"} 2\n"), "{next}");
         assert!(next.contains("pulsewatch_anomaly_score{job=\"x\",rule=\"s\"} 0.5\n"), "{next}");
         assert_eq!(lines("s"), Some(s_lines), "the lines of s were not written again");
+    }
+
+    /// An ensemble's members score in their own family, `model` in its sorted place; an input
+    /// label `model` of an ensemble rule is renamed, as `rule` and `horizon` are.
+    #[test]
+    fn ensemble_members_score_in_their_own_family() {
+        use crate::config::{Combine, ModelSpec};
+        let exporter = Exporter::default();
+        let key = GroupKey { file: "a.yaml".into(), name: "g".into() };
+        let members = vec![ModelSpec::Linear {}, ModelSpec::Holt {}];
+        let rule = crate::config::rules::test_forecast_rule("r", "up", ModelSpec::Ensemble { combine: Combine::Max, members });
+        let group = RuleGroup { key: key.clone(), schedule: Schedule::Interval(Duration::from_secs(60)), rules: vec![rule.clone()] };
+        exporter.set_group(&group, 60.0, &[]);
+        let point = Point { ts: 0, y: 1.0, yhat: 1.0, lower: 0.0, upper: 2.0, score: 1.5 };
+        let input = labels(&[("a", "1"), ("model", "gpu"), ("z", "2")]);
+        let series = SeriesOutput::forecast(&input, &rule, point, vec![]).with_members(vec![("linear", 1.5), ("holt", f64::NAN)]);
+        exporter.record(&RuleId { group: key, rule: "r".into() }, 1000.0, 0.0, Ok((vec![series], 2, 1)), 300.0);
+        let body = render(&exporter, 1001.0);
+        check_exposition(&body, false).unwrap_or_else(|e| panic!("{e}\n{body}"));
+        let members: Vec<&str> = body.lines().filter(|l| l.starts_with("pulsewatch_member_anomaly_score{")).collect();
+        assert_eq!(members, [r#"pulsewatch_member_anomaly_score{a="1",exported_model="gpu",model="linear",rule="r",z="2"} 1.5"#], "{body}");
+        assert!(body.contains("pulsewatch_anomaly_score{a=\"1\",exported_model=\"gpu\",rule=\"r\",z=\"2\"} 1.5\n"), "{body}");
+        // Other rules keep an input label named `model`.
+        let plain = render_inputs(&[labels(&[("model", "gpu")])], None);
+        assert!(score_line(&plain).contains("{model=\"gpu\",rule=\"r\"}"), "{plain}");
     }
 
     #[test]

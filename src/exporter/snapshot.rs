@@ -18,6 +18,10 @@ use crate::source::{series_key, Labels};
 /// Labels pulsewatch adds; an input label of the same name is renamed `exported_<name>`.
 pub(crate) const OWN_LABELS: [&str; 2] = ["rule", "horizon"];
 
+/// The label of an ensemble member's score; an ensemble rule's input label of that name is
+/// renamed `exported_model` too (other rules keep theirs).
+pub(crate) const MEMBER_LABEL: &str = "model";
+
 /// A rule within its group.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RuleId {
@@ -62,6 +66,8 @@ pub enum Values {
         point: Point,
         /// `(horizon as written, (point, lower, upper))`.
         forecasts: Vec<(String, (f64, f64, f64))>,
+        /// An ensemble's members' scores of the same sample, by model type; empty otherwise.
+        members: Vec<(&'static str, f64)>,
     },
     /// A detector rule: the window ending at `ts`, its score and its reconstruction error.
     Reconstruction {
@@ -77,7 +83,23 @@ pub enum Values {
 impl SeriesOutput {
     /// The output of a forecast rule for an input series.
     pub fn forecast(input: &Labels, rule: &Rule, point: Point, forecasts: Vec<(String, (f64, f64, f64))>) -> Self {
-        Self::new(input, rule, Values::Forecast { point, forecasts })
+        Self::new(input, rule, Values::Forecast { point, forecasts, members: Vec::new() })
+    }
+
+    /// The output with an ensemble's members' scores, by model type.
+    pub fn with_members(mut self, scores: Vec<(&'static str, f64)>) -> Self {
+        if let Values::Forecast { members, .. } = &mut self.values {
+            *members = scores;
+        }
+        self
+    }
+
+    /// An ensemble's members' scores, by model type (none for other rules).
+    pub fn members(&self) -> &[(&'static str, f64)] {
+        match &self.values {
+            Values::Forecast { members, .. } => members,
+            Values::Reconstruction { .. } => &[],
+        }
     }
 
     /// The anomaly score, whatever the rule's kind.
@@ -115,9 +137,10 @@ impl SeriesOutput {
     /// Builds the output labels for an input series of `rule`.
     pub fn new(input: &Labels, rule: &Rule, values: Values) -> Self {
         let input = series_key(input);
+        let ensemble = rule.forecast().is_some_and(|f| f.model.combine().is_some());
         let mut labels: BTreeMap<String, String> = BTreeMap::new();
         for (name, value) in &input {
-            let ours = OWN_LABELS.contains(&name.as_str()) || rule.labels.contains_key(name);
+            let ours = OWN_LABELS.contains(&name.as_str()) || (ensemble && name == MEMBER_LABEL) || rule.labels.contains_key(name);
             let mut name = name.clone();
             if ours {
                 // Prefix until the name is free, as Prometheus does (`exported_exported_rule`).

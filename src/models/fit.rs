@@ -143,11 +143,19 @@ const LARGEST_FITTED: f64 = 1e100;
 /// Fits `spec` to `y` (regular samples, `step_secs` apart, the first at `start_ts`) and predicts
 /// `horizon` steps ahead with a band at `level`.
 ///
-/// An online model is trained, then predicts `horizon` steps ahead without learning more.
+/// An online model is trained, then predicts `horizon` steps ahead without learning more. An
+/// ensemble predicts the mean of its members' paths (point and band edges alike).
 ///
 /// # Errors
 /// Too few samples, or the fitting library failed or produced non-finite values.
 pub fn fit(spec: &ModelSpec, y: &[f64], start_ts: i64, step_secs: i64, level: f64, horizon: usize) -> Result<Path, Error> {
+    if let ModelSpec::Ensemble { members, .. } = spec {
+        let paths = members.iter().map(|m| fit(m, y, start_ts, step_secs, level, horizon)).collect::<Result<Vec<_>, _>>()?;
+        let mean = |edge: fn(&Path) -> &Vec<f64>| -> Vec<f64> {
+            (0..horizon).map(|k| paths.iter().map(|p| edge(p)[k] / paths.len() as f64).sum()).collect()
+        };
+        return Ok(Path { point: mean(|p| &p.point), lower: mean(|p| &p.lower), upper: mean(|p| &p.upper) });
+    }
     if spec.is_online() {
         return match train(spec, y, start_ts, step_secs, level, horizon)? {
             Fit::Online(online) => Ok(online.path(start_ts.div_euclid(step_secs) + y.len() as i64, horizon)),
@@ -188,8 +196,12 @@ pub fn fit(spec: &ModelSpec, y: &[f64], start_ts: i64, step_secs: i64, level: f6
         ModelSpec::Linear {} => linear(y, level, horizon),
         ModelSpec::SeasonalNaive { .. } => seasonal_naive(y, periods[0], level, horizon),
         ModelSpec::Prophet {} => prophet(y, start_ts, step_secs, level, horizon)?,
-        ModelSpec::Online { .. } | ModelSpec::Zscore { .. } | ModelSpec::Mad { .. } | ModelSpec::Iqr { .. } => {
-            unreachable!("online models are trained above")
+        ModelSpec::Online { .. }
+        | ModelSpec::Zscore { .. }
+        | ModelSpec::Mad { .. }
+        | ModelSpec::Iqr { .. }
+        | ModelSpec::Ensemble { .. } => {
+            unreachable!("online models and ensembles are handled above")
         }
     };
     let path = path.at_least(resolution(y));

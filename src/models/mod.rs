@@ -6,6 +6,7 @@
 //! evaluation costs a lookup, not a fit.
 
 mod calibration;
+mod ensemble;
 mod fit;
 mod online;
 mod rolling;
