@@ -9,7 +9,7 @@ use futures::FutureExt;
 
 use super::data::Recording;
 use crate::config::{Duration, ModelError, Rule, RuleKind};
-use crate::engine::{EvalContext, FitPool, RuleState};
+use crate::engine::{EvalContext, FitPool, RuleState, Shard};
 use crate::models::Point;
 use crate::source::{self, Series, Source};
 
@@ -109,7 +109,7 @@ pub async fn run(rule: &Rule, recording: Recording, pool: &FitPool, progress: im
         Trace { points: vec![None; rows], members, member_scores: vec![Vec::new(); rows], fits: 0, warnings: Vec::new(), recording };
     for i in 0..rows {
         let now = trace.recording.ts(i);
-        let ctx = EvalContext { source: &source, metrics: None, pool, now, stale_secs: i64::MAX / 4 };
+        let ctx = EvalContext { source: &source, metrics: None, pool, now, stale_secs: i64::MAX / 4, shard: Shard::ALL };
         // A replay's source always answers; what can fail is a detector's model (a file that
         // does not load, a step it was not trained for), which fails every row alike.
         let outcome = match state.evaluate(rule, &ctx).await {

@@ -15,7 +15,7 @@ use super::EXIT_OK;
 use crate::backtest::data;
 use crate::config::{Anomaly, Rule, RuleKind, SourceConfig};
 use crate::detector::window;
-use crate::engine::{fetch_channels, EvalContext, FitPool};
+use crate::engine::{fetch_channels, EvalContext, FitPool, Shard};
 use crate::source::{format_labels, Labels, PromClient, Series};
 
 /// What `pulsewatch export-windows` was asked.
@@ -107,7 +107,7 @@ async fn query(url: &str, rule: &Rule, anomaly: &Anomaly, start: i64, end: i64) 
     let (start, end) = (start - start.rem_euclid(step), end - end.rem_euclid(step));
     let client = PromClient::new(&SourceConfig::for_url(url))?;
     let pool = FitPool::new(1);
-    let ctx = EvalContext { source: &client, metrics: None, pool: &pool, now: end, stale_secs: i64::MAX };
+    let ctx = EvalContext { source: &client, metrics: None, pool: &pool, now: end, stale_secs: i64::MAX, shard: Shard::ALL };
     let joined = fetch_channels(&ctx, anomaly, start, end, step).await.with_context(|| format!("querying {url}"))?;
     if let Some((key, channel)) = joined.partial.first() {
         eprintln!("skipping {} series that a channel lacks, e.g. {} has no {channel:?}", joined.partial.len(), format_labels(key));

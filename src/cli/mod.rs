@@ -10,6 +10,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::engine::{Shard, ShardError};
+
 /// Exit code for success.
 pub const EXIT_OK: u8 = 0;
 /// Exit code for failure (invalid files, a daemon that cannot start).
@@ -40,9 +42,26 @@ pub struct Cli {
     /// Log line format.
     #[arg(long = "log.format", default_value = "logfmt")]
     pub log_format: LogFormat,
+    /// Replicas that split every rule's series between them (each still runs every query).
+    #[arg(long = "shard.count", default_value_t = 1)]
+    pub shard_count: u64,
+    /// This replica's shard, below `--shard.count`: a number, or a name ending in `-<number>`
+    /// such as a StatefulSet pod's (`--shard.index=$(POD_NAME)`).
+    #[arg(long = "shard.index", default_value = "0")]
+    pub shard_index: String,
     /// A subcommand; without one pulsewatch runs the sidecar.
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+impl Cli {
+    /// The shard the flags name.
+    ///
+    /// # Errors
+    /// A count of 0, or an index that is not one or not below the count.
+    pub fn shard(&self) -> Result<Shard, ShardError> {
+        Shard::new(Shard::parse_index(&self.shard_index)?, self.shard_count)
+    }
 }
 
 /// Subcommands.

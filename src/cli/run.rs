@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use anyhow::{anyhow, Context as _};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -92,6 +93,7 @@ impl Daemon {
 }
 
 pub(super) async fn daemon(cli: Cli) -> anyhow::Result<()> {
+    let shard = cli.shard()?;
     let loaded = config::load(&cli.config_file).map_err(|p| anyhow!("invalid configuration:\n{p}"))?;
     let web = match &cli.web_config_file {
         Some(path) => WebConfig::load(path).map_err(|e| anyhow!(e))?,
@@ -103,6 +105,11 @@ pub(super) async fn daemon(cli: Cli) -> anyhow::Result<()> {
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    registry.register(
+        "pulsewatch_shard",
+        "This replica's shard of every rule's series (--shard.index of --shard.count)",
+        Info::new(vec![("index", shard.index().to_string()), ("count", shard.count().to_string())]),
+    );
     let exporter = Exporter::default();
     registry.register_collector(Box::new(ProcessCollector));
 
@@ -114,6 +121,7 @@ pub(super) async fn daemon(cli: Cli) -> anyhow::Result<()> {
         pool: FitPool::new(loaded.config.global.max_concurrent_fits),
         staleness: loaded.config.global.staleness.get().as_secs_f64(),
         clock: Clock::System,
+        shard,
     });
     let root = CancellationToken::new();
     let (watch_tx, mut watch_rx) = mpsc::channel(1);
@@ -236,6 +244,7 @@ mod tests {
             pool: FitPool::new(1),
             staleness: 300.0,
             clock: Clock::System,
+            shard: crate::engine::Shard::ALL,
         });
         let (watch_tx, _watch_rx) = mpsc::channel(1);
         let mut daemon = Daemon {

@@ -152,7 +152,11 @@ pub async fn fetch_channels(ctx: &EvalContext<'_>, anomaly: &Anomaly, start: i64
     for channel in &anomaly.channels {
         answers.push((channel.name.as_str(), query(ctx, &channel.expr, start, end, step).await?));
     }
-    Ok(window::join(answers, anomaly.on.as_deref())?)
+    let mut joined = window::join(answers, anomaly.on.as_deref())?;
+    // The join key is the series: all channels of a key go to the same shard.
+    joined.series.retain(|key, _| ctx.shard.owns(key));
+    joined.partial.retain(|(key, _)| ctx.shard.owns(key));
+    Ok(joined)
 }
 
 #[cfg(test)]
@@ -160,6 +164,7 @@ mod tests {
     use super::*;
     use crate::config::{Channel, DetectorSpec, RuleKind};
     use crate::engine::FitPool;
+    use crate::engine::Shard;
     use crate::source::{self, Labels, Series, Source};
     use futures::future::BoxFuture;
     use futures::FutureExt;
@@ -189,7 +194,33 @@ mod tests {
     /// Evaluates at `now` against the `Constant` source.
     async fn eval(state: &mut DetectorState, rule: &Rule, anomaly: &Anomaly, now: i64) -> Result<Outcome, EvalError> {
         let pool = FitPool::new(1);
-        state.evaluate(rule, anomaly, &EvalContext { source: &Constant, metrics: None, pool: &pool, now, stale_secs: 600 }).await
+        state
+            .evaluate(
+                rule,
+                anomaly,
+                &EvalContext { source: &Constant, metrics: None, pool: &pool, now, stale_secs: 600, shard: Shard::ALL },
+            )
+            .await
+    }
+
+    /// Shards split a detector's series by their join key: every key goes to one shard with
+    /// all of its channels, and so do the keys some channel lacks.
+    #[tokio::test]
+    async fn shards_split_joined_series_by_their_key() {
+        let (_, anomaly) = rule(&["cpu", "mem"], &fixture("zero_w4_c2.onnx"));
+        let pool = FitPool::new(1);
+        let (mut series, mut partial) = (Vec::new(), Vec::new());
+        for index in 0..3 {
+            let shard = Shard::new(index, 3).unwrap();
+            let ctx = EvalContext { source: &Constant, metrics: None, pool: &pool, now: 6_000_000, stale_secs: 600, shard };
+            let joined = fetch_channels(&ctx, &anomaly, 6_000_000 - 180, 6_000_000, 60).await.unwrap();
+            assert!(joined.series.values().all(|channels| channels.len() == 2), "both channels of a key together");
+            series.extend(joined.series.into_keys().map(|k| k["instance"].clone()));
+            partial.extend(joined.partial.into_iter().map(|(k, _)| k["instance"].clone()));
+        }
+        series.sort();
+        assert_eq!(series, ["a", "c"], "each joined key in exactly one shard");
+        assert_eq!(partial, ["b"]);
     }
 
     fn rule(channels: &[&str], model_file: &Path) -> (Rule, Anomaly) {

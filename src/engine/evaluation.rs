@@ -11,6 +11,8 @@ use crate::detector::{LoadError, ScoreError};
 use crate::exporter::{Metrics, SeriesOutput};
 use crate::source::{self, Series, Source};
 
+use super::Shard;
+
 /// Bounds how many model fits run at once, across all groups.
 #[derive(Clone, Debug)]
 pub struct FitPool(Arc<Semaphore>);
@@ -42,6 +44,8 @@ pub struct EvalContext<'a> {
     pub now: i64,
     /// Series whose newest sample is older than this many seconds are dropped.
     pub stale_secs: i64,
+    /// The series this replica scores; the others are dropped from every answer.
+    pub shard: Shard,
 }
 
 /// A failed evaluation.
@@ -171,7 +175,7 @@ mod tests {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
         let pool = FitPool::new(1);
-        let ctx = EvalContext { source: &source, metrics: Some(&metrics), pool: &pool, now: end, stale_secs: 600 };
+        let ctx = EvalContext { source: &source, metrics: Some(&metrics), pool: &pool, now: end, stale_secs: 600, shard: Shard::ALL };
         let series = query(&ctx, "m", start, end, step).await.unwrap();
         assert_eq!(series.len(), 1, "a series left without samples is dropped: {series:?}");
         assert_eq!(series[0].samples, vec![(start, 3.0), (start + 120, 4.0)]);
@@ -194,7 +198,7 @@ mod tests {
                 .collect()
         });
         let pool = FitPool::new(1);
-        let ctx = EvalContext { source: &source, metrics: None, pool: &pool, now: 6_000_000, stale_secs: 600 };
+        let ctx = EvalContext { source: &source, metrics: None, pool: &pool, now: 6_000_000, stale_secs: 600, shard: Shard::ALL };
         let err = query(&ctx, "{x=\"1\"}", 6_000_000 - 600, 6_000_000, 60).await.unwrap_err().to_string();
         assert!(err.contains("same labelset"), "{err}");
         assert!(err.contains(r#"{x="1"}"#) && err.contains(r#"__name__="a""#) && err.contains(r#"__name__="b""#), "{err}");
@@ -209,7 +213,7 @@ mod tests {
     async fn eval(state: &mut ForecastState, source: &Scripted, now: i64) -> Outcome {
         let rule = test_forecast_rule("r", "m", ModelSpec::Linear {});
         let pool = FitPool::new(1);
-        let ctx = EvalContext { source, metrics: None, pool: &pool, now, stale_secs: 600 };
+        let ctx = EvalContext { source, metrics: None, pool: &pool, now, stale_secs: 600, shard: Shard::ALL };
         state.evaluate(&rule, rule.forecast().unwrap(), &ctx).await.unwrap()
     }
 
@@ -227,7 +231,7 @@ mod tests {
             let pool = FitPool::new(1);
             let mut state = ForecastState::default();
             let mut eval = async |now: i64| {
-                let ctx = EvalContext { source: &source, metrics: None, pool: &pool, now, stale_secs: 600 };
+                let ctx = EvalContext { source: &source, metrics: None, pool: &pool, now, stale_secs: 600, shard: Shard::ALL };
                 state.evaluate(&rule, rule.forecast().unwrap(), &ctx).await.unwrap()
             };
             let first = eval(t0).await;

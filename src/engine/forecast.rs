@@ -52,19 +52,19 @@ impl ForecastState {
             Some(last) if !self.series.is_empty() => {
                 // Always ask for at least the newest grid point: it proves the source is up and
                 // the series still exist, even when no new point has come since the last run.
-                let answer = query(ctx, expr, (last + step).min(end), end, step).await?;
+                let answer = owned(ctx, query(ctx, expr, (last + step).min(end), end, step).await?);
                 let (known, new): (Vec<Series>, Vec<Series>) =
                     answer.into_iter().partition(|s| self.series.contains_key(&series_key(&s.labels)));
                 if !new.is_empty() {
                     let wanted: std::collections::HashSet<Labels> = new.iter().map(|s| series_key(&s.labels)).collect();
-                    let history = query(ctx, expr, history_start, end, step).await?;
+                    let history = owned(ctx, query(ctx, expr, history_start, end, step).await?);
                     fresh.extend(history.into_iter().filter(|s| wanted.contains(&series_key(&s.labels))));
                 }
                 for s in known {
                     pending.insert(series_key(&s.labels), s.samples);
                 }
             }
-            _ => fresh = query(ctx, expr, history_start, end, step).await?,
+            _ => fresh = owned(ctx, query(ctx, expr, history_start, end, step).await?),
         }
         // A new series trains on all but its newest sample, which it then scores.
         for s in fresh {
@@ -186,6 +186,12 @@ impl ForecastState {
     }
 }
 
+/// The series of `answer` that this replica's shard scores.
+fn owned(ctx: &EvalContext<'_>, mut answer: Vec<Series>) -> Vec<Series> {
+    answer.retain(|s| ctx.shard.owns(&s.labels));
+    answer
+}
+
 /// The output of series `labels` from its members' models: once every member has scored the
 /// newest sample, their points combined, each horizon the mean of their forecasts, and an
 /// ensemble's members' scores.
@@ -216,6 +222,7 @@ mod tests {
     use super::*;
     use crate::config::Duration;
     use crate::engine::FitPool;
+    use crate::engine::Shard;
     use crate::exporter::Metrics;
     use crate::models::ModelSpec;
     use crate::source::Source;
@@ -279,7 +286,14 @@ mod tests {
                     .evaluate(
                         &rule,
                         forecast,
-                        &EvalContext { source: &source, metrics: Some(&metrics), pool: &pool, now: $now, stale_secs: 600 },
+                        &EvalContext {
+                            source: &source,
+                            metrics: Some(&metrics),
+                            pool: &pool,
+                            now: $now,
+                            stale_secs: 600,
+                            shard: Shard::ALL,
+                        },
                     )
                     .await
                     .unwrap()

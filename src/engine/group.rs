@@ -31,6 +31,8 @@ pub struct Context {
     pub staleness: f64,
     /// The time of day that schedules and evaluations read.
     pub clock: crate::clock::Clock,
+    /// The series this replica scores.
+    pub shard: super::Shard,
 }
 
 impl std::fmt::Debug for Context {
@@ -149,6 +151,7 @@ async fn evaluate_group(
             pool: &ctx.pool,
             now: started as i64,
             stale_secs: stale_after as i64,
+            shard: ctx.shard,
         };
         let result = state.evaluate(rule, &eval).await;
         let took = began.elapsed();

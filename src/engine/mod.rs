@@ -7,6 +7,7 @@ mod forecast;
 mod group;
 mod manager;
 mod rule_state;
+mod shard;
 #[cfg(test)]
 mod testing;
 
@@ -16,3 +17,4 @@ pub use forecast::ForecastState;
 pub use group::{slot_offset, Context};
 pub use manager::RuleManager;
 pub use rule_state::RuleState;
+pub use shard::{Shard, ShardError};

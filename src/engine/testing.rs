@@ -80,5 +80,6 @@ pub(crate) fn context(source: impl Source + 'static, exporter: &Exporter, clock:
         pool: FitPool::new(1),
         staleness: 300.0,
         clock,
+        shard: super::Shard::ALL,
     })
 }

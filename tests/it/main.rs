@@ -11,4 +11,5 @@ mod grafana;
 mod harness;
 mod http_limits;
 mod lifecycle;
+mod shard;
 mod web;
