@@ -139,8 +139,9 @@ impl RuleLines {
     }
 }
 
-/// A rule entry's lines, written on the first scrape that needs them. An entry never changes,
-/// so they stay right for its life. A rule whose label names are all legacy names has the same
+/// A rule entry's lines: written by the evaluation that made the entry for the default escaping
+/// ([`LinesCache::prepare`]), by the first scrape that needs them for another. An entry never
+/// changes, so they stay right for its life. A rule whose label names are all legacy names has the same
 /// lines under every escaping, and keeps one copy.
 #[derive(Default)]
 pub(crate) struct LinesCache {
@@ -151,6 +152,11 @@ pub(crate) struct LinesCache {
 }
 
 impl LinesCache {
+    /// Writes the lines scrapers that do not negotiate an escaping get.
+    pub(crate) fn prepare(&self, entry: &RuleEntry, group: &str, rule: &str) {
+        self.get(entry, group, rule, Escaping::default());
+    }
+
     fn get(&self, entry: &RuleEntry, group: &str, rule: &str, escaping: Escaping) -> &RuleLines {
         let escaped = *self.escaped.get_or_init(|| entry.series.iter().any(|s| s.labels.iter().any(|(name, _)| needs_escaping(name))));
         let escaping = if escaped { escaping } else { Escaping::default() };
@@ -554,13 +560,13 @@ mod tests {
     }
 
     #[test]
-    fn scrapes_copy_the_lines_of_each_rule_written_once_per_evaluation() {
+    fn scrapes_copy_the_lines_each_evaluation_wrote() {
         let exporter = Exporter::default();
         let key = record(&exporter, "a.yaml", &["r", "s"], &["x"], 1000.0, 300.0);
+        let lines = |rule: &str| entry(&exporter, rule).lines.by_escaping[0].get().map(|l| l as *const RuleLines);
+        let s_lines = lines("s").expect("the evaluation wrote the lines of s");
         let (first, again) = (render(&exporter, 1001.0), render(&exporter, 1002.0));
         assert_eq!(first, again, "no evaluation between two scrapes: the same bytes");
-        let lines = |rule: &str| entry(&exporter, rule).lines.by_escaping[0].get().map(|l| l as *const RuleLines);
-        let s_lines = lines("s").expect("the scrape wrote the lines of s");
         assert!(entry(&exporter, "s").lines.by_escaping[1..].iter().all(|l| l.get().is_none()), "one copy for legacy names");
 
         // A new evaluation of r: the next scrape serves its new value and reuses the lines of s.

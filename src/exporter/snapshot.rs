@@ -358,10 +358,6 @@ impl Exporter {
         self.layout.load_full()
     }
 
-    fn slot(&self, id: &RuleId) -> Option<Arc<RuleSlot>> {
-        self.layout.load().group(&id.group)?.slots.get(&id.rule).cloned()
-    }
-
     /// Builds and stores a new layout from the current one, `f` changing the shard of `key`;
     /// see the `write` field.
     fn relayout(&self, key: &GroupKey, f: impl FnOnce(&mut Shard)) {
@@ -417,7 +413,9 @@ impl Exporter {
     /// Records one evaluation: new outputs on success, only the status on failure (the old
     /// outputs then age out after `stale_after`). Replaces this rule's entry and nothing else.
     pub fn record(&self, id: &RuleId, started: f64, took: f64, result: Result<(Vec<SeriesOutput>, u64, usize), String>, stale_after: f64) {
-        let Some(slot) = self.slot(id) else { return };
+        let layout = self.layout.load();
+        let Some(group) = layout.group(&id.group) else { return };
+        let Some(slot) = group.slots.get(&id.rule) else { return };
         let _guard = slot.write.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let old = slot.entry.load_full();
         let mut status = old.status.clone();
@@ -441,9 +439,18 @@ impl Exporter {
                 (old.series.clone(), old.refreshed)
             }
         };
-        let entry =
-            RuleEntry { series, refreshed, stale_after, expr: old.expr.clone(), kind: old.kind, status, lines: LinesCache::default() };
-        slot.entry.store(Arc::new(entry));
+        let entry = Arc::new(RuleEntry {
+            series,
+            refreshed,
+            stale_after,
+            expr: old.expr.clone(),
+            kind: old.kind,
+            status,
+            lines: LinesCache::default(),
+        });
+        // Written here, by the evaluation, so that scrapes only copy them.
+        entry.lines.prepare(&entry, &group.label, &id.rule);
+        slot.entry.store(entry);
     }
 }
 
