@@ -4,7 +4,12 @@
 //! Between refits a new sample costs O(1): its prediction is read from the path fitted last,
 //! shifted by an online level correction (an exponentially weighted mean of in-band residuals,
 //! so slow drift is absorbed while anomalies are not learned). Refits train on the history kept
-//! here, so they never re-download it.
+//! here, so they never re-download it. A sample scored further than [`CLIP_BEYOND`] half-widths
+//! of the band from its prediction enters that history at that distance, so a refit does not
+//! learn an incident at full weight (nearer samples enter as they are: the residual floor of a
+//! batch model's band is measured on them). Once [`RELEVEL_AFTER`] samples in a row are outside
+//! the band on the same side, they and those that follow on that side enter as they are: a
+//! lasting change is learned by the next refit.
 //!
 //! Every prediction, band and score is finite, even for values near ±f64::MAX: differences are
 //! taken in halves (exact for ordinary values) and results beyond f64's range are cut to ±MAX.
@@ -12,9 +17,15 @@
 use std::collections::VecDeque;
 
 use super::calibration::Calibration;
+use super::online::Run;
+use super::seasonal::RELEVEL_AFTER;
 use super::{anomaly_score, Fit};
 use crate::config::Direction;
 use crate::exporter::Point;
+
+/// A batch-scored sample further than this many half-widths of the band from the prediction
+/// enters the history at that distance.
+const CLIP_BEYOND: f64 = 3.0;
 
 /// Weight of the newest in-band residual in the online level correction.
 const LEVEL_ALPHA: f64 = 0.1;
@@ -45,6 +56,10 @@ pub struct SeriesModel {
     retry_at: Option<i64>,
     /// Scales the band by the deviations observed, when enabled.
     calibration: Option<Calibration>,
+    /// The samples in a row outside the band on one side, as observed.
+    run: Run,
+    /// `Some(above)` while a lasting change (a run of [`RELEVEL_AFTER`]) goes on on that side.
+    lasting: Option<bool>,
 }
 
 impl SeriesModel {
@@ -60,6 +75,8 @@ impl SeriesModel {
             last_point: None,
             retry_at: None,
             calibration: None,
+            run: Run::default(),
+            lasting: None,
         }
     }
 
@@ -219,11 +236,41 @@ impl SeriesModel {
             }
             Point { ts, y, yhat, lower, upper, score }
         });
-        self.push(ts, y);
+        let learned = point.map_or(y, |p| self.learned(&p));
+        self.push(ts, learned);
         if point.is_some() {
             self.last_point = point;
         }
         point
+    }
+
+    /// What a batch-scored sample enters the history as: itself, or cut to [`CLIP_BEYOND`]
+    /// half-widths from the prediction, unless it belongs to a lasting change (see the module
+    /// docs), whose samples so far are then restored in the history.
+    fn learned(&mut self, p: &Point) -> f64 {
+        // In halves, as everywhere here, so that extreme values do not overflow.
+        let residual = p.y / 2.0 - p.yhat / 2.0;
+        let half = if residual >= 0.0 { p.upper / 2.0 - p.yhat / 2.0 } else { p.yhat / 2.0 - p.lower / 2.0 };
+        let outside = residual.abs() > half;
+        if outside && self.lasting == Some(residual > 0.0) {
+            return p.y;
+        }
+        self.lasting = None;
+        if let Some(run) = self.run.push(p.y, residual, half, RELEVEL_AFTER) {
+            self.lasting = Some(residual > 0.0);
+            let earlier = &run[..run.len() - 1];
+            let from = self.values.len().saturating_sub(earlier.len());
+            for (slot, &v) in self.values.range_mut(from..).zip(earlier) {
+                *slot = v;
+            }
+            return p.y;
+        }
+        if residual.abs() > CLIP_BEYOND * half {
+            let edge = CLIP_BEYOND * half;
+            saturate(p.yhat + if residual > 0.0 { 2.0 * edge } else { -2.0 * edge })
+        } else {
+            p.y
+        }
     }
 
     /// The newest observation, if it was scored: once a sample cannot be scored (the path ran
@@ -273,6 +320,42 @@ mod tests {
         assert!(p.score > 9.0);
         assert!((m.predict(180).unwrap().0 - 10.05).abs() < 1e-12);
         assert_eq!(m.last_point().unwrap().ts, 120);
+    }
+
+    /// A refit trains on a spike cut to 3 half-widths of the band, and on a lasting change as it was.
+    #[test]
+    fn refits_do_not_learn_incidents_but_learn_lasting_changes() {
+        let mut m = SeriesModel::new(60, 100);
+        m.push(0, 10.0);
+        m.set_fit(0, Fit::Path(path(100, 10.0)));
+        let history = |m: &SeriesModel| m.training_data().unwrap().0;
+        m.observe(60, 10.5, Direction::Both, 0.0).unwrap();
+        let spike = m.observe(120, 50.0, Direction::Both, 0.0).unwrap();
+        assert!(spike.score > 1.0);
+        let cut = |p: &Point, sign: f64| p.yhat + sign * CLIP_BEYOND * (p.upper - p.yhat);
+        assert_eq!(history(&m), [10.0, 10.5, cut(&spike, 1.0)], "the spike enters 3 half-widths above");
+        // A dip below enters 3 half-widths below; a guard that ignores it does not matter.
+        let dip = m.observe(180, -20.0, Direction::Above, 0.0).unwrap();
+        assert_eq!((dip.score, *history(&m).last().unwrap()), (0.0, cut(&dip, -1.0)));
+        // Within 3 half-widths, a sample outside the band enters as it is.
+        let near = m.observe(240, 12.5, Direction::Both, 0.0).unwrap();
+        assert!(near.score > 1.0 && *history(&m).last().unwrap() == 12.5, "{near:?}");
+        m.observe(300, 10.0, Direction::Both, 0.0).unwrap();
+        // A level shift to 30: the first RELEVEL_AFTER - 1 samples enter clipped, the next
+        // restores them, and every later one on that side enters as it is.
+        for k in 0..RELEVEL_AFTER as i64 + 3 {
+            let p = m.observe(360 + 60 * k, 30.0, Direction::Both, 0.0).unwrap();
+            assert!(p.score > 3.0, "the path does not follow the shift before a refit");
+            if k == 0 {
+                assert!(*history(&m).last().unwrap() < 30.0, "cut while it may be an incident");
+            }
+        }
+        let h = history(&m);
+        assert_eq!(h[h.len() - RELEVEL_AFTER - 3..], [30.0; RELEVEL_AFTER + 3], "the lasting change as it was");
+        // Back inside the band, then one more spike: an incident again.
+        m.observe(360 + 60 * (RELEVEL_AFTER as i64 + 3), 10.0, Direction::Both, 0.0).unwrap();
+        let again = m.observe(420 + 60 * (RELEVEL_AFTER as i64 + 3), 30.0, Direction::Both, 0.0).unwrap();
+        assert_eq!(*history(&m).last().unwrap(), cut(&again, 1.0));
     }
 
     #[test]
