@@ -14,6 +14,7 @@
 //! - [`engine`]: one task per group, rule evaluation, reload semantics.
 //! - [`exporter`]: the atomically swapped snapshot `/metrics` encodes, and self-monitoring.
 //! - [`http`]: the HTTP endpoints, TLS and basic auth.
+//! - [`remote_write`]: sending every output series to remote-write endpoints.
 //! - [`files`]: reading the files a configuration names (regular files only, size caps).
 //! - [`watch`]: debounced directory watches that trigger reloads.
 //! - [`backtest`]: replaying recorded data through a rule on a simulated clock, and scoring it.
@@ -32,5 +33,6 @@ pub mod http;
 pub mod models;
 /// NAB (Numenta Anomaly Benchmark) scoring of anomaly scores against labelled windows.
 pub mod nab;
+pub mod remote_write;
 pub mod source;
 pub mod watch;

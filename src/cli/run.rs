@@ -17,6 +17,7 @@ use crate::config;
 use crate::engine::{Context, FitPool, RuleManager};
 use crate::exporter::{Exporter, Metrics, ProcessCollector};
 use crate::http::{self, AppState, ReloadError, WebConfig};
+use crate::remote_write::RemoteWriter;
 use crate::source::PromClient;
 use crate::watch;
 
@@ -114,6 +115,17 @@ pub(super) async fn daemon(cli: Cli) -> anyhow::Result<()> {
     registry.register_collector(Box::new(ProcessCollector));
 
     let client = PromClient::new(&loaded.config.source).map_err(|e| anyhow!("{e}"))?;
+    // Senders stop with the process; their settings take effect on restart.
+    let remote_metrics = crate::remote_write::Metrics::register(&mut registry);
+    let remote_write = loaded
+        .config
+        .remote_write
+        .iter()
+        .map(|rw| {
+            RemoteWriter::start(rw, &remote_metrics, CancellationToken::new())
+                .map_err(|e| anyhow!("remote_write {}: {e}", rw.remote_name()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let ctx = Arc::new(Context {
         source: RwLock::new(Arc::new(client)),
         metrics: metrics.clone(),
@@ -122,6 +134,7 @@ pub(super) async fn daemon(cli: Cli) -> anyhow::Result<()> {
         staleness: loaded.config.global.staleness.get().as_secs_f64(),
         clock: Clock::System,
         shard,
+        remote_write,
     });
     let root = CancellationToken::new();
     let (watch_tx, mut watch_rx) = mpsc::channel(1);
@@ -245,6 +258,7 @@ mod tests {
             staleness: 300.0,
             clock: Clock::System,
             shard: crate::engine::Shard::ALL,
+            remote_write: Vec::new(),
         });
         let (watch_tx, _watch_rx) = mpsc::channel(1);
         let mut daemon = Daemon {

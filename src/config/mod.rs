@@ -7,6 +7,7 @@
 mod duration;
 mod error;
 mod model;
+mod remote_write;
 pub mod rules;
 mod schedule;
 mod source;
@@ -19,6 +20,7 @@ use serde::Deserialize;
 pub use duration::{Duration, DurationError};
 pub use error::{Problem, Problems};
 pub use model::{Combine, ModelError, ModelSpec, Seasonality};
+pub use remote_write::{QueueConfig, RemoteWriteConfig};
 pub use rules::{Anomaly, Channel, DetectorSpec, Direction, Forecast, GroupKey, Rule, RuleGroup, RuleKind};
 pub use schedule::{CronError, CronSchedule, Schedule};
 pub use source::{redact_url, BasicAuth, Secret, SecretError, SourceConfig, TlsConfig};
@@ -35,6 +37,9 @@ pub struct Config {
     /// Rule files: paths or globs, relative to this file's directory.
     #[serde(default)]
     pub rule_files: Vec<String>,
+    /// Endpoints that receive every output series after each evaluation.
+    #[serde(default)]
+    pub remote_write: Vec<RemoteWriteConfig>,
 }
 
 /// Global defaults (`global:`); a rule or group setting overrides them.
@@ -120,6 +125,15 @@ fn parse_config(path: &Path, text: &str) -> Result<Config, Problems> {
     }
     if let Err(err) = reqwest::Url::parse(&config.source.url) {
         problems.push(here(format!("source url {:?}: {err}", source::redact_url(&config.source.url))));
+    }
+    let mut names = std::collections::HashSet::new();
+    for rw in &config.remote_write {
+        for problem in rw.problems() {
+            problems.push(here(problem));
+        }
+        if !names.insert(rw.remote_name()) {
+            problems.push(here(format!("remote_write {} is listed twice; give one a `name`", rw.remote_name())));
+        }
     }
     for pattern in &config.rule_files {
         if let Err(err) = glob::Pattern::new(pattern) {

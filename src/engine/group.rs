@@ -33,6 +33,8 @@ pub struct Context {
     pub clock: crate::clock::Clock,
     /// The series this replica scores.
     pub shard: super::Shard,
+    /// Where every evaluation's outputs are sent besides `/metrics`.
+    pub remote_write: Vec<crate::remote_write::RemoteWriter>,
 }
 
 impl std::fmt::Debug for Context {
@@ -158,6 +160,12 @@ async fn evaluate_group(
         ctx.metrics.observe_evaluation(took);
         let result = match result {
             Ok(outcome) => {
+                if !ctx.remote_write.is_empty() {
+                    let samples = crate::exporter::output_samples(&outcome.series);
+                    for writer in &ctx.remote_write {
+                        writer.enqueue(&samples, (started * 1000.0) as i64);
+                    }
+                }
                 for warning in &outcome.warnings {
                     tracing::warn!(group = %group.key.name, rule = %rule.name, problem = %warning, "series skipped or not refitted");
                 }

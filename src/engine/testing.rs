@@ -81,5 +81,6 @@ pub(crate) fn context(source: impl Source + 'static, exporter: &Exporter, clock:
         staleness: 300.0,
         clock,
         shard: super::Shard::ALL,
+        remote_write: Vec::new(),
     })
 }

@@ -387,6 +387,46 @@ fn rule_lines(entry: &RuleEntry, group: &str, rule: &str, escaping: Escaping) ->
     lines
 }
 
+/// One output sample as remote write sends it: the metric name and every label, sorted by name
+/// (`__name__` among them), label names escaped as for a scraper that does not negotiate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputSample {
+    /// Label pairs, sorted by name, `__name__` included.
+    pub labels: Vec<(String, String)>,
+    /// The value (finite).
+    pub value: f64,
+}
+
+/// The samples `/metrics` would show for these outputs of one rule (the output families only,
+/// not the rule's status), in family order.
+pub fn output_samples(series: &[SeriesOutput]) -> Vec<OutputSample> {
+    let mut out = Vec::new();
+    let mut push = |name: &str, labels: &mut dyn Iterator<Item = (&str, &str)>, value: f64| {
+        let mut labels: Vec<(String, String)> =
+            labels.map(|(k, v)| (k.to_string(), v.to_string())).chain([("__name__".to_string(), name.to_string())]).collect();
+        labels.sort_unstable();
+        out.push(OutputSample { labels, value });
+    };
+    for w in written_rule(series, Escaping::default()) {
+        let pairs = w.pairs();
+        for (family, value) in &SERIES_FAMILIES {
+            let Some(v) = value(w.series).and_then(finite) else { continue };
+            push(family.name, &mut pairs.iter().copied(), v);
+        }
+        for (family, value) in &FORECAST_FAMILIES {
+            for (horizon, forecast) in w.series.forecasts() {
+                let Some(v) = finite(value(forecast)) else { continue };
+                push(family.name, &mut pairs.iter().copied().chain([("horizon", horizon.as_str())]), v);
+            }
+        }
+        for (model, score) in w.series.members() {
+            let Some(v) = finite(*score) else { continue };
+            push(MEMBERS.name, &mut pairs.iter().copied().chain([(MEMBER_LABEL, *model)]), v);
+        }
+    }
+    out
+}
+
 impl SnapshotCollector {
     /// A collector over `exporter`'s snapshots.
     pub fn new(exporter: Exporter) -> Self {

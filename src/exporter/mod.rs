@@ -11,7 +11,7 @@ mod metrics;
 mod process;
 mod snapshot;
 
-pub use collector::SnapshotCollector;
+pub use collector::{output_samples, OutputSample, SnapshotCollector};
 pub use format::{encode, Escaping, Exposition, Format};
 pub use metrics::Metrics;
 pub use process::ProcessCollector;

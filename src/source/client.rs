@@ -32,6 +32,64 @@ const MAX_ERROR_BYTES: usize = 64 << 10;
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// The HTTP client of `config`'s settings: headers, credentials (read now), TLS and timeout. The
+/// source's client, and each remote-write endpoint's.
+///
+/// # Errors
+/// `Error::Config` naming the setting or file that is wrong.
+pub(crate) fn http_client(config: &SourceConfig) -> Result<reqwest::Client, Error> {
+    let cfg = |msg: String| Error::Config(msg);
+    let mut headers = HeaderMap::new();
+    for (name, value) in &config.headers {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| cfg(format!("header {name:?}: {e}")))?;
+        let value = HeaderValue::from_str(value).map_err(|e| cfg(format!("header {name} value: {e}")))?;
+        headers.insert(name, value);
+    }
+    let auth = match (&config.basic_auth, &config.bearer_token) {
+        (Some(_), Some(_)) => return Err(cfg("set basic_auth or bearer_token, not both".into())),
+        (Some(basic), None) => {
+            use base64::Engine;
+            let password = basic.password.resolve().map_err(|e| cfg(format!("basic_auth password: {e}")))?;
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{password}", basic.username));
+            Some(format!("Basic {token}"))
+        }
+        (None, Some(bearer)) => Some(format!("Bearer {}", bearer.resolve().map_err(|e| cfg(format!("bearer_token: {e}")))?)),
+        (None, None) => None,
+    };
+    if let Some(auth) = auth {
+        let mut value = HeaderValue::from_str(&auth).map_err(|e| cfg(format!("credentials: {e}")))?;
+        value.set_sensitive(true);
+        headers.insert(AUTHORIZATION, value);
+    }
+    let mut builder = reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(config.timeout.get())
+        .user_agent(concat!("pulsewatch/", env!("CARGO_PKG_VERSION")));
+    if let Some(tls) = &config.tls_config {
+        let read = |path: &std::path::Path| {
+            crate::files::read(path, crate::files::MAX_PEM_BYTES).map_err(|e| cfg(format!("reading {}: {e}", path.display())))
+        };
+        if let Some(ca) = &tls.ca_file {
+            for cert in reqwest::Certificate::from_pem_bundle(&read(ca)?).map_err(|e| cfg(format!("ca_file {}: {e}", ca.display())))? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        match (&tls.cert_file, &tls.key_file) {
+            (Some(cert), Some(key)) => {
+                let mut pem = read(cert)?;
+                pem.push(b'\n');
+                pem.extend(read(key)?);
+                let identity = reqwest::Identity::from_pem(&pem).map_err(|e| cfg(format!("client certificate {}: {e}", cert.display())))?;
+                builder = builder.identity(identity);
+            }
+            (None, None) => {}
+            _ => return Err(cfg("tls_config needs both cert_file and key_file".into())),
+        }
+        builder = builder.danger_accept_invalid_certs(tls.insecure_skip_verify);
+    }
+    builder.build().map_err(|e| cfg(format!("building HTTP client: {e}")))
+}
+
 /// A client for one Prometheus-compatible server.
 #[derive(Clone, Debug)]
 pub struct PromClient {
@@ -48,62 +106,12 @@ impl PromClient {
     /// # Errors
     /// `Error::Config` naming the setting or file that is wrong.
     pub fn new(config: &SourceConfig) -> Result<Self, Error> {
-        let cfg = |msg: String| Error::Config(msg);
-        let mut base =
-            reqwest::Url::parse(&config.url).map_err(|e| cfg(format!("url {:?}: {e}", crate::config::redact_url(&config.url))))?;
+        let mut base = reqwest::Url::parse(&config.url)
+            .map_err(|e| Error::Config(format!("url {:?}: {e}", crate::config::redact_url(&config.url))))?;
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
-        let mut headers = HeaderMap::new();
-        for (name, value) in &config.headers {
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| cfg(format!("header {name:?}: {e}")))?;
-            let value = HeaderValue::from_str(value).map_err(|e| cfg(format!("header {name} value: {e}")))?;
-            headers.insert(name, value);
-        }
-        let auth = match (&config.basic_auth, &config.bearer_token) {
-            (Some(_), Some(_)) => return Err(cfg("set basic_auth or bearer_token, not both".into())),
-            (Some(basic), None) => {
-                use base64::Engine;
-                let password = basic.password.resolve().map_err(|e| cfg(format!("basic_auth password: {e}")))?;
-                let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{password}", basic.username));
-                Some(format!("Basic {token}"))
-            }
-            (None, Some(bearer)) => Some(format!("Bearer {}", bearer.resolve().map_err(|e| cfg(format!("bearer_token: {e}")))?)),
-            (None, None) => None,
-        };
-        if let Some(auth) = auth {
-            let mut value = HeaderValue::from_str(&auth).map_err(|e| cfg(format!("credentials: {e}")))?;
-            value.set_sensitive(true);
-            headers.insert(AUTHORIZATION, value);
-        }
-        let mut builder = reqwest::Client::builder()
-            .default_headers(headers)
-            .timeout(config.timeout.get())
-            .user_agent(concat!("pulsewatch/", env!("CARGO_PKG_VERSION")));
-        if let Some(tls) = &config.tls_config {
-            let read = |path: &std::path::Path| {
-                crate::files::read(path, crate::files::MAX_PEM_BYTES).map_err(|e| cfg(format!("reading {}: {e}", path.display())))
-            };
-            if let Some(ca) = &tls.ca_file {
-                for cert in reqwest::Certificate::from_pem_bundle(&read(ca)?).map_err(|e| cfg(format!("ca_file {}: {e}", ca.display())))? {
-                    builder = builder.add_root_certificate(cert);
-                }
-            }
-            match (&tls.cert_file, &tls.key_file) {
-                (Some(cert), Some(key)) => {
-                    let mut pem = read(cert)?;
-                    pem.push(b'\n');
-                    pem.extend(read(key)?);
-                    let identity =
-                        reqwest::Identity::from_pem(&pem).map_err(|e| cfg(format!("client certificate {}: {e}", cert.display())))?;
-                    builder = builder.identity(identity);
-                }
-                (None, None) => {}
-                _ => return Err(cfg("tls_config needs both cert_file and key_file".into())),
-            }
-            builder = builder.danger_accept_invalid_certs(tls.insecure_skip_verify);
-        }
-        let http = builder.build().map_err(|e| cfg(format!("building HTTP client: {e}")))?;
+        let http = http_client(config)?;
         Ok(Self { http, base, timeout: config.timeout.get(), retries: config.retries, max_answer_bytes: MAX_ANSWER_BYTES })
     }
 

@@ -12,6 +12,7 @@ mod error;
 mod model;
 mod validate;
 
+pub(crate) use client::http_client;
 pub use client::{backoff_delay, PromClient, MAX_ANSWER_BYTES, MAX_POINTS_PER_QUERY};
 pub use error::Error;
 pub use model::{format_labels, series_key, Labels, Series};

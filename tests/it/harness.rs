@@ -70,6 +70,8 @@ pub(crate) struct Prometheus {
     pub(crate) port: u16,
     pub(crate) dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Flags besides the config, data, address and retention.
+    flags: Vec<String>,
 }
 
 impl Prometheus {
@@ -81,6 +83,11 @@ impl Prometheus {
     /// Like [`Prometheus::start`], with samples `spacing` seconds apart, on `port`, with
     /// `config` as prometheus.yml (paths in it are relative to [`Prometheus::dir`]).
     pub(crate) fn start_with(series: &[Backfill], end: i64, spacing: i64, port: u16, config: &str) -> Self {
+        Self::start_with_flags(series, end, spacing, port, config, &[])
+    }
+
+    /// Like [`Prometheus::start_with`], with more command-line `flags`.
+    pub(crate) fn start_with_flags(series: &[Backfill], end: i64, spacing: i64, port: u16, config: &str, flags: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let om = dir.path().join("backfill.om");
@@ -104,7 +111,7 @@ impl Prometheus {
             .expect("running promtool");
         assert!(status.success(), "promtool backfill failed");
         std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-        let mut prom = Self { port, dir, child: None };
+        let mut prom = Self { port, dir, child: None, flags: flags.iter().map(|f| f.to_string()).collect() };
         prom.spawn();
         prom
     }
@@ -116,6 +123,7 @@ impl Prometheus {
             .arg(format!("--storage.tsdb.path={}", self.dir.path().join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
             .arg("--storage.tsdb.retention.time=60d")
+            .args(&self.flags)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

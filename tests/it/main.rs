@@ -11,5 +11,6 @@ mod grafana;
 mod harness;
 mod http_limits;
 mod lifecycle;
+mod remote_write;
 mod shard;
 mod web;

@@ -1,0 +1,92 @@
+//! remote_write into a real Prometheus (`--web.enable-remote-write-receiver`): every output
+//! series a rule exports arrives, with pulsewatch's labels, and is queried back; scraping keeps
+//! working beside it.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+const SERIES: usize = 4;
+
+/// The label sets of `query`'s answer on `prom`, as `(metric name, instance, horizon)`.
+fn instant(prom: &Prometheus, query: &str) -> BTreeSet<(String, String, String)> {
+    let url = format!("{}/api/v1/query?query={}", prom.url(), urlencode(query));
+    let Some((200, body)) = get(&url) else { return BTreeSet::new() };
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let field = |m: &serde_json::Value, k: &str| m[k].as_str().unwrap_or_default().to_string();
+    answer["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (field(&r["metric"], "__name__"), field(&r["metric"], "instance"), field(&r["metric"], "horizon")))
+        .collect()
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
+#[test]
+fn outputs_arrive_in_a_real_prometheus_and_scrapes_go_on() {
+    let series: Vec<Backfill> = (0..SERIES)
+        .map(|i| Backfill {
+            labels: vec![("instance".to_string(), format!("host-{i}"))],
+            values: (0..100).map(|t| 10.0 + i as f64 + ((t * 7 + i) % 5) as f64).collect(),
+        })
+        .collect();
+    let prom = Prometheus::start_with_flags(
+        &series,
+        end_away_from_grid_boundary(),
+        300,
+        free_port(),
+        "global: { scrape_interval: 15s }\n",
+        &["--web.enable-remote-write-receiver"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let rules = "groups:\n  - name: g\n    interval: 2s\n    rules:\n      - forecast: load\n        expr: nab_value\n        step: 5m\n        history: 6h\n        model: { type: online }\n        horizons: [1h]\n";
+    std::fs::write(dir.path().join("rules.yaml"), rules).unwrap();
+    let config = format!(
+        "source: {{ url: '{url}', timeout: 5s }}\nrule_files: ['rules.yaml']\nremote_write:\n  - url: '{url}/api/v1/write'\n    name: local\n    headers: {{ X-Scope-OrgID: team-a }}\n    queue_config: {{ batch_send_deadline: 500ms }}\n",
+        url = prom.url()
+    );
+    let pw = Pulsewatch::start(dir.path(), &config, &[]);
+
+    // Every output family of every series, with the rule's labels, in Prometheus.
+    let wanted: BTreeSet<(String, String, String)> = (0..SERIES)
+        .flat_map(|i| {
+            let instance = format!("host-{i}");
+            let plain = ["pulsewatch_anomaly_score", "pulsewatch_y", "pulsewatch_yhat", "pulsewatch_yhat_lower", "pulsewatch_yhat_upper"]
+                .map(|name| (name.to_string(), instance.clone(), String::new()));
+            let ahead = ["pulsewatch_forecast", "pulsewatch_forecast_lower", "pulsewatch_forecast_upper"]
+                .map(|name| (name.to_string(), instance.clone(), "1h".to_string()));
+            plain.into_iter().chain(ahead)
+        })
+        .collect();
+    let began = Instant::now();
+    let query = r#"{__name__=~"pulsewatch_(anomaly_score|y|yhat.*|forecast.*)", rule="load"}"#;
+    let mut got = BTreeSet::new();
+    while began.elapsed() < Duration::from_secs(60) {
+        got = instant(&prom, query);
+        if got == wanted {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(got, wanted, "log:\n{}", pw.log());
+
+    // The values Prometheus received are those pulsewatch serves (it scores every 2 s the same
+    // newest sample, so they do not change between evaluations).
+    let samples = parse(&pw.metrics());
+    let served = find(&samples, "pulsewatch_anomaly_score", &[("rule", "load"), ("instance", "host-0")])[0].value;
+    let url = format!("{}/api/v1/query?query={}", prom.url(), urlencode(r#"pulsewatch_anomaly_score{rule="load",instance="host-0"}"#));
+    let answer: serde_json::Value = serde_json::from_str(&get(&url).unwrap().1).unwrap();
+    let received: f64 = answer["data"]["result"][0]["value"][1].as_str().unwrap().parse().unwrap();
+    assert_eq!(received, served);
+    // Counted as sent, none failed or dropped; the scrape above answered beside the sender.
+    let sent = find(&samples, "pulsewatch_remote_write_samples_total", &[("remote_name", "local")]);
+    assert!(sent.first().is_some_and(|s| s.value >= wanted.len() as f64), "{sent:?}");
+    for family in ["pulsewatch_remote_write_samples_failed_total", "pulsewatch_remote_write_samples_dropped_total"] {
+        assert!(find(&samples, family, &[]).iter().all(|s| s.value == 0.0), "{family}");
+    }
+}
