@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub(crate) const INSTALL_HINT: &str =
-    "install it with: apt-get update && apt-get install -y --no-install-recommends prometheus prometheus-alertmanager";
+    "install it with: apt-get update && apt-get install -y --no-install-recommends prometheus prometheus-alertmanager victoria-metrics (or run scripts/install-prometheus.sh)";
 
 pub(crate) fn binary(env: &str, name: &str) -> PathBuf {
     if let Ok(path) = std::env::var(env) {
@@ -179,6 +179,67 @@ pub(crate) fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Opti
         let status = resp.status().as_u16();
         Some((status, resp.text().await.ok()?))
     })
+}
+
+/// A real single-node VictoriaMetrics (Debian's `victoria-metrics`) on loopback: it serves the
+/// Prometheus query API and receives remote write.
+pub(crate) struct VictoriaMetrics {
+    pub(crate) port: u16,
+    _dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl VictoriaMetrics {
+    /// Starts it with `series` (as metric `nab_value`, 5 minutes apart, the last at `end`)
+    /// imported, and waits until they can be queried.
+    pub(crate) fn start(series: &[Backfill], end: i64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new(binary("VICTORIA_METRICS_BIN", "victoria-metrics"))
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .arg(format!("-storageDataPath={}", dir.path().display()))
+            .arg("-retentionPeriod=100y")
+            // Points of the last minute are hidden by default, as possibly incomplete.
+            .arg("-search.latencyOffset=0s")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting victoria-metrics");
+        let vm = Self { port, _dir: dir, child };
+        wait_for(&format!("{}/health", vm.url()), Duration::from_secs(30));
+        let mut text = String::new();
+        for s in series {
+            let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            let n = s.values.len() as i64;
+            for (i, v) in s.values.iter().enumerate() {
+                text.push_str(&format!("nab_value{{{}}} {v} {}\n", labels.join(","), (end - (n - 1 - i as i64) * 300) * 1000));
+            }
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let status = rt.block_on(async {
+            let client = reqwest::Client::new();
+            client.post(format!("{}/api/v1/import/prometheus", vm.url())).body(text).send().await.unwrap().status()
+        });
+        assert!(status.is_success(), "import: {status}");
+        vm.flush();
+        vm
+    }
+
+    /// Makes what it received searchable at once.
+    pub(crate) fn flush(&self) {
+        get(&format!("{}/internal/force_flush", self.url()));
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for VictoriaMetrics {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A real Alertmanager (Debian's `prometheus-alertmanager`) on loopback.

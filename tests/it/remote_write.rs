@@ -1,6 +1,6 @@
 //! remote_write into a real Prometheus (`--web.enable-remote-write-receiver`): every output
 //! series a rule exports arrives, with pulsewatch's labels, and is queried back; scraping keeps
-//! working beside it.
+//! working beside it. And VictoriaMetrics as both ends: pulsewatch reads from it and writes into it.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -9,9 +9,9 @@ use crate::harness::*;
 
 const SERIES: usize = 4;
 
-/// The label sets of `query`'s answer on `prom`, as `(metric name, instance, horizon)`.
-fn instant(prom: &Prometheus, query: &str) -> BTreeSet<(String, String, String)> {
-    let url = format!("{}/api/v1/query?query={}", prom.url(), urlencode(query));
+/// The label sets of `query`'s answer on the server at `base`, as `(metric name, instance, horizon)`.
+fn instant(base: &str, query: &str) -> BTreeSet<(String, String, String)> {
+    let url = format!("{base}/api/v1/query?query={}", urlencode(query));
     let Some((200, body)) = get(&url) else { return BTreeSet::new() };
     let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
     let field = |m: &serde_json::Value, k: &str| m[k].as_str().unwrap_or_default().to_string();
@@ -27,14 +27,36 @@ fn urlencode(text: &str) -> String {
     text.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
-#[test]
-fn outputs_arrive_in_a_real_prometheus_and_scrapes_go_on() {
-    let series: Vec<Backfill> = (0..SERIES)
+fn series() -> Vec<Backfill> {
+    (0..SERIES)
         .map(|i| Backfill {
             labels: vec![("instance".to_string(), format!("host-{i}"))],
             values: (0..100).map(|t| 10.0 + i as f64 + ((t * 7 + i) % 5) as f64).collect(),
         })
-        .collect();
+        .collect()
+}
+
+const RULES: &str = "groups:\n  - name: g\n    interval: 2s\n    rules:\n      - forecast: load\n        expr: nab_value\n        step: 5m\n        history: 6h\n        model: { type: online }\n        horizons: [1h]\n";
+
+/// Every output family of every series, as [`instant`] lists them.
+fn wanted() -> BTreeSet<(String, String, String)> {
+    (0..SERIES)
+        .flat_map(|i| {
+            let instance = format!("host-{i}");
+            let plain = ["pulsewatch_anomaly_score", "pulsewatch_y", "pulsewatch_yhat", "pulsewatch_yhat_lower", "pulsewatch_yhat_upper"]
+                .map(|name| (name.to_string(), instance.clone(), String::new()));
+            let ahead = ["pulsewatch_forecast", "pulsewatch_forecast_lower", "pulsewatch_forecast_upper"]
+                .map(|name| (name.to_string(), instance.clone(), "1h".to_string()));
+            plain.into_iter().chain(ahead)
+        })
+        .collect()
+}
+
+const OUTPUTS: &str = r#"{__name__=~"pulsewatch_(anomaly_score|y|yhat.*|forecast.*)", rule="load"}"#;
+
+#[test]
+fn outputs_arrive_in_a_real_prometheus_and_scrapes_go_on() {
+    let series = series();
     let prom = Prometheus::start_with_flags(
         &series,
         end_away_from_grid_boundary(),
@@ -44,8 +66,7 @@ fn outputs_arrive_in_a_real_prometheus_and_scrapes_go_on() {
         &["--web.enable-remote-write-receiver"],
     );
     let dir = tempfile::tempdir().unwrap();
-    let rules = "groups:\n  - name: g\n    interval: 2s\n    rules:\n      - forecast: load\n        expr: nab_value\n        step: 5m\n        history: 6h\n        model: { type: online }\n        horizons: [1h]\n";
-    std::fs::write(dir.path().join("rules.yaml"), rules).unwrap();
+    std::fs::write(dir.path().join("rules.yaml"), RULES).unwrap();
     let config = format!(
         "source: {{ url: '{url}', timeout: 5s }}\nrule_files: ['rules.yaml']\nremote_write:\n  - url: '{url}/api/v1/write'\n    name: local\n    headers: {{ X-Scope-OrgID: team-a }}\n    queue_config: {{ batch_send_deadline: 500ms }}\n",
         url = prom.url()
@@ -53,21 +74,12 @@ fn outputs_arrive_in_a_real_prometheus_and_scrapes_go_on() {
     let pw = Pulsewatch::start(dir.path(), &config, &[]);
 
     // Every output family of every series, with the rule's labels, in Prometheus.
-    let wanted: BTreeSet<(String, String, String)> = (0..SERIES)
-        .flat_map(|i| {
-            let instance = format!("host-{i}");
-            let plain = ["pulsewatch_anomaly_score", "pulsewatch_y", "pulsewatch_yhat", "pulsewatch_yhat_lower", "pulsewatch_yhat_upper"]
-                .map(|name| (name.to_string(), instance.clone(), String::new()));
-            let ahead = ["pulsewatch_forecast", "pulsewatch_forecast_lower", "pulsewatch_forecast_upper"]
-                .map(|name| (name.to_string(), instance.clone(), "1h".to_string()));
-            plain.into_iter().chain(ahead)
-        })
-        .collect();
+    let wanted = wanted();
     let began = Instant::now();
-    let query = r#"{__name__=~"pulsewatch_(anomaly_score|y|yhat.*|forecast.*)", rule="load"}"#;
+    let query = OUTPUTS;
     let mut got = BTreeSet::new();
     while began.elapsed() < Duration::from_secs(60) {
-        got = instant(&prom, query);
+        got = instant(&prom.url(), query);
         if got == wanted {
             break;
         }
@@ -89,4 +101,27 @@ fn outputs_arrive_in_a_real_prometheus_and_scrapes_go_on() {
     for family in ["pulsewatch_remote_write_samples_failed_total", "pulsewatch_remote_write_samples_dropped_total"] {
         assert!(find(&samples, family, &[]).iter().all(|s| s.value == 0.0), "{family}");
     }
+}
+
+#[test]
+fn victoria_metrics_is_read_from_and_written_into() {
+    let vm = VictoriaMetrics::start(&series(), end_away_from_grid_boundary());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.yaml"), RULES).unwrap();
+    let config = format!(
+        "source: {{ url: '{url}', timeout: 5s }}\nrule_files: ['rules.yaml']\nremote_write:\n  - url: '{url}/api/v1/write'\n    queue_config: {{ batch_send_deadline: 500ms }}\n",
+        url = vm.url()
+    );
+    let pw = Pulsewatch::start(dir.path(), &config, &[]);
+    let began = Instant::now();
+    let mut got = BTreeSet::new();
+    while began.elapsed() < Duration::from_secs(60) {
+        vm.flush();
+        got = instant(&vm.url(), OUTPUTS);
+        if got == wanted() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(got, wanted(), "log:\n{}", pw.log());
 }
