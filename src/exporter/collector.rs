@@ -462,11 +462,11 @@ impl SnapshotCollector {
             }
         }
         write_header(out, &MISSED, exposition);
-        for (_, group) in &groups {
+        for (_, group) in groups {
             write_sample(out, &MISSED, [("rule_group", group.label.as_str())], group.missed() as f64);
         }
         write_header(out, &INTERVAL, exposition);
-        for (_, group) in &groups {
+        for (_, group) in groups {
             let Some(v) = finite(group.interval) else { continue };
             write_sample(out, &INTERVAL, [("rule_group", group.label.as_str())], v);
         }

@@ -54,6 +54,28 @@ fn wanted() -> BTreeSet<(String, String, String)> {
 
 const OUTPUTS: &str = r#"{__name__=~"pulsewatch_(anomaly_score|y|yhat.*|forecast.*)", rule="load"}"#;
 
+/// Starts pulsewatch on `RULES`, reading from and writing to `url` (plus `extra` settings of the
+/// endpoint), and waits until the server at `url` holds every output series (calling
+/// `before_query` before each look).
+fn write_and_find_outputs(dir: &std::path::Path, url: &str, extra: &str, before_query: impl Fn()) -> Pulsewatch {
+    std::fs::write(dir.join("rules.yaml"), RULES).unwrap();
+    let config = format!(
+        "source: {{ url: '{url}', timeout: 5s }}\nrule_files: ['rules.yaml']\nremote_write:\n  - url: '{url}/api/v1/write'\n{extra}    queue_config: {{ batch_send_deadline: 500ms }}\n"
+    );
+    let pw = Pulsewatch::start(dir, &config, &[]);
+    let began = Instant::now();
+    let mut got = BTreeSet::new();
+    while began.elapsed() < Duration::from_secs(60) {
+        before_query();
+        got = instant(url, OUTPUTS);
+        if got == wanted() {
+            return pw;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("outputs in the server: {got:?}, not {:?}; log:\n{}", wanted(), pw.log());
+}
+
 #[test]
 fn outputs_arrive_in_a_real_prometheus_and_scrapes_go_on() {
     let series = series();
@@ -65,27 +87,10 @@ fn outputs_arrive_in_a_real_prometheus_and_scrapes_go_on() {
         "global: { scrape_interval: 15s }\n",
         &["--web.enable-remote-write-receiver"],
     );
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("rules.yaml"), RULES).unwrap();
-    let config = format!(
-        "source: {{ url: '{url}', timeout: 5s }}\nrule_files: ['rules.yaml']\nremote_write:\n  - url: '{url}/api/v1/write'\n    name: local\n    headers: {{ X-Scope-OrgID: team-a }}\n    queue_config: {{ batch_send_deadline: 500ms }}\n",
-        url = prom.url()
-    );
-    let pw = Pulsewatch::start(dir.path(), &config, &[]);
-
     // Every output family of every series, with the rule's labels, in Prometheus.
-    let wanted = wanted();
-    let began = Instant::now();
-    let query = OUTPUTS;
-    let mut got = BTreeSet::new();
-    while began.elapsed() < Duration::from_secs(60) {
-        got = instant(&prom.url(), query);
-        if got == wanted {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    assert_eq!(got, wanted, "log:\n{}", pw.log());
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "    name: local\n    headers: { X-Scope-OrgID: team-a }\n";
+    let pw = write_and_find_outputs(dir.path(), &prom.url(), extra, || {});
 
     // The values Prometheus received are those pulsewatch serves (it scores every 2 s the same
     // newest sample, so they do not change between evaluations).
@@ -97,7 +102,7 @@ fn outputs_arrive_in_a_real_prometheus_and_scrapes_go_on() {
     assert_eq!(received, served);
     // Counted as sent, none failed or dropped; the scrape above answered beside the sender.
     let sent = find(&samples, "pulsewatch_remote_write_samples_total", &[("remote_name", "local")]);
-    assert!(sent.first().is_some_and(|s| s.value >= wanted.len() as f64), "{sent:?}");
+    assert!(sent.first().is_some_and(|s| s.value >= wanted().len() as f64), "{sent:?}");
     for family in ["pulsewatch_remote_write_samples_failed_total", "pulsewatch_remote_write_samples_dropped_total"] {
         assert!(find(&samples, family, &[]).iter().all(|s| s.value == 0.0), "{family}");
     }
@@ -107,21 +112,5 @@ fn outputs_arrive_in_a_real_prometheus_and_scrapes_go_on() {
 fn victoria_metrics_is_read_from_and_written_into() {
     let vm = VictoriaMetrics::start(&series(), end_away_from_grid_boundary());
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("rules.yaml"), RULES).unwrap();
-    let config = format!(
-        "source: {{ url: '{url}', timeout: 5s }}\nrule_files: ['rules.yaml']\nremote_write:\n  - url: '{url}/api/v1/write'\n    queue_config: {{ batch_send_deadline: 500ms }}\n",
-        url = vm.url()
-    );
-    let pw = Pulsewatch::start(dir.path(), &config, &[]);
-    let began = Instant::now();
-    let mut got = BTreeSet::new();
-    while began.elapsed() < Duration::from_secs(60) {
-        vm.flush();
-        got = instant(&vm.url(), OUTPUTS);
-        if got == wanted() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    assert_eq!(got, wanted(), "log:\n{}", pw.log());
+    write_and_find_outputs(dir.path(), &vm.url(), "", || vm.flush());
 }
