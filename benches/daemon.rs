@@ -33,12 +33,12 @@ const CPU_WINDOW: Duration = Duration::from_secs(60);
 const SCRAPE_EVERY: Duration = Duration::from_secs(15);
 /// Scrapes timed one after another after the window, in each format.
 const TIMED_SCRAPES: usize = 20;
-/// The formats: the text format (no `Accept`), and OpenMetrics as Prometheus's default
-/// `scrape_protocols` ask for it.
-const FORMATS: [(&str, Option<&str>); 2] = [
-    ("text 0.0.4", None),
-    ("OpenMetrics", Some("application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.2")),
-];
+/// The formats: the text format (no `Accept`), OpenMetrics as Prometheus's default
+/// `scrape_protocols` ask for it, and that gzipped, as Prometheus always asks
+/// (`Accept-Encoding: gzip`; the body is then counted compressed and its samples are not).
+const FORMATS: [(&str, Option<&str>, bool); 3] =
+    [("text 0.0.4", None, false), ("OpenMetrics", Some(PROMETHEUS_ACCEPT), false), ("OpenMetrics, gzip", Some(PROMETHEUS_ACCEPT), true)];
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
 /// How long the first evaluation of every rule may take before the scenario gives up.
 const FIRST_PASS_BOUND: Duration = Duration::from_secs(240);
 /// Series of the Prophet rule, and their history (7 days at 1 m: 10,080 points each).
@@ -224,25 +224,30 @@ fn clock_ticks() -> f64 {
     })
 }
 
-/// One scrape: its latency, and the body's size and sample lines; `None` if it failed.
-async fn scrape(client: &reqwest::Client, url: &str, accept: Option<&str>) -> Option<(Duration, usize, usize)> {
+/// One scrape: its latency, and the body's size and sample lines (0 when gzipped); `None` if
+/// it failed.
+async fn scrape(client: &reqwest::Client, url: &str, accept: Option<&str>, gzip: bool) -> Option<(Duration, usize, usize)> {
     let t = Instant::now();
     let mut request = client.get(url);
     if let Some(accept) = accept {
         request = request.header("accept", accept);
     }
+    if gzip {
+        request = request.header("accept-encoding", "gzip");
+    }
     let resp = request.send().await.ok()?;
     if resp.status() != 200 {
         return None;
     }
-    let body = resp.text().await.ok()?;
+    let body = resp.bytes().await.ok()?;
     let took = t.elapsed();
-    Some((took, body.len(), body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count()))
+    let samples = if gzip { 0 } else { body.split(|b| *b == b'\n').filter(|l| !l.starts_with(b"#") && !l.is_empty()).count() };
+    Some((took, body.len(), samples))
 }
 
 async fn wait_up(client: &reqwest::Client, daemon: &mut Daemon) {
     let began = Instant::now();
-    while scrape(client, &daemon.url(), None).await.is_none() {
+    while scrape(client, &daemon.url(), None, false).await.is_none() {
         assert!(daemon.child.try_wait().unwrap().is_none(), "the daemon exited; log:\n{}", daemon.log());
         assert!(began.elapsed() < Duration::from_secs(20), "the daemon did not start; log:\n{}", daemon.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -316,7 +321,7 @@ async fn bench_rules(port: u16, stub: &Arc<Stub>) {
         let mut last = (cpu0, Instant::now());
         let mut failed = 0;
         for tick in 1..=CPU_WINDOW.as_secs() / SCRAPE_EVERY.as_secs() {
-            match scrape(&client, &daemon.url(), FORMATS[1].1).await {
+            match scrape(&client, &daemon.url(), FORMATS[1].1, false).await {
                 Some((took, _, _)) => during = during.max(took),
                 None => failed += 1,
             }
@@ -335,12 +340,12 @@ async fn bench_rules(port: u16, stub: &Arc<Stub>) {
             RULES / groups,
             if groups == RULES { "" } else { "s" }
         );
-        for (format, accept) in FORMATS {
+        for (format, accept, gzip) in FORMATS {
             let mut timed = Vec::new();
             let mut size = (0, 0);
             let cpu0 = daemon.cpu_seconds();
             for _ in 0..TIMED_SCRAPES {
-                match scrape(&client, &daemon.url(), accept).await {
+                match scrape(&client, &daemon.url(), accept, gzip).await {
                     Some((took, bytes, lines)) => {
                         timed.push(took);
                         size = (bytes, lines);
@@ -351,10 +356,13 @@ async fn bench_rules(port: u16, stub: &Arc<Stub>) {
             let cpu_per_scrape = (daemon.cpu_seconds() - cpu0) / TIMED_SCRAPES as f64;
             timed.sort();
             let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+            let body = if gzip {
+                format!("{:.2} MB gzipped", size.0 as f64 / 1e6)
+            } else {
+                format!("{:.1} MB, {} samples", size.0 as f64 / 1e6, size.1)
+            };
             scrape_rows.push(format!(
-                "| {layout} | {format} | {:.1} MB, {} samples | {} | {} | {:.0} ms | {} |",
-                size.0 as f64 / 1e6,
-                size.1,
+                "| {layout} | {format} | {body} | {} | {} | {:.0} ms | {} |",
                 timed.get(timed.len() / 2).map_or("–".into(), |d| ms(*d)),
                 timed.last().map_or("–".into(), |d| ms(*d)),
                 cpu_per_scrape * 1e3,
