@@ -25,7 +25,8 @@
 # - Cross-checks: the rule and horizon the autoscalers select exist in the rule files; every
 #   scrape of pulsewatch has honor_labels; pulsewatch containers run non-root with a read-only
 #   root, drop ALL, have both probes and memory limits, outlast the shutdown grace period, and
-#   mount their config without subPath; every YAML file under deploy/kubernetes is used.
+#   mount their config without subPath, and a sharded one has one pod per shard; every YAML file
+#   under deploy/kubernetes is used.
 #
 # This script runs shellcheck, yamllint, hadolint and systemd-analyze; the other checks are the
 # Python package scripts/lint_deploy, run with the venv's python (its unit tests, stdlib only,

@@ -79,6 +79,20 @@ class ContainerTest(unittest.TestCase):
                 mounts, problems = check(edited(edit))
                 self.assertEqual(problems, [f"{NAME}: {want}"])
 
+    def test_a_sharded_workload_has_one_pod_per_shard(self):
+        def sharded(kind, replicas, index="$(POD_NAME)"):
+            doc = edited(lambda pod, c: c["args"].extend(["--shard.count=3", f"--shard.index={index}"]))
+            doc.update(kind=kind)
+            doc["spec"]["replicas"] = replicas
+            return doc
+        name = "StatefulSet/pulsewatch container pulsewatch"
+        self.assertEqual(check(sharded("StatefulSet", 3))[1], [])
+        self.assertEqual(check(sharded("StatefulSet", 2))[1], [f"{name}: --shard.count=3 must equal spec.replicas (2)"])
+        self.assertEqual(check(sharded("Deployment", 3))[1],
+                         [f"{NAME}: a sharded pulsewatch needs a StatefulSet and --shard.index=$(POD_NAME)"])
+        self.assertEqual(check(sharded("StatefulSet", 3, "1"))[1],
+                         [f"{name}: a sharded pulsewatch needs a StatefulSet and --shard.index=$(POD_NAME)"])
+
     def test_a_config_that_does_not_come_from_a_configmap_of_the_build(self):
         cases = [
             (lambda pod, c: c.update(args=[]), "no --config.file=..."),

@@ -5,7 +5,8 @@ whatever scrapes it. Plain dicts in, problems out through `fail(where, msg)`.
   and namespace).
 - pulsewatch containers run non-root with a read-only root, drop ALL capabilities, have both
   probes and memory requests and limits, outlast the shutdown grace period, and mount their
-  config from a ConfigMap of the same build without subPath.
+  config from a ConfigMap of the same build without subPath. A sharded one is a StatefulSet
+  with one pod per shard (--shard.count = replicas) and --shard.index=$(POD_NAME).
 """
 import re
 from pathlib import Path
@@ -77,6 +78,14 @@ def check_container(doc, pod, c, config_maps, where, fail):
     grace = seconds(args.get("--shutdown.grace-period", DEFAULT_GRACE))
     if grace is not None and pod.get("terminationGracePeriodSeconds", DEFAULT_TERMINATION_GRACE) <= grace:
         fail(where, f"{name}: terminationGracePeriodSeconds must exceed --shutdown.grace-period {grace:g}s")
+    # Each pod of a sharded workload is one shard: more pods than shards score series twice,
+    # fewer leave some unscored.
+    if "--shard.count" in args:
+        replicas = (doc.get("spec") or {}).get("replicas", 1)
+        if args["--shard.count"] != str(replicas):
+            fail(where, f"{name}: --shard.count={args['--shard.count']} must equal spec.replicas ({replicas})")
+        if doc.get("kind") != "StatefulSet" or args.get("--shard.index") != "$(POD_NAME)":
+            fail(where, f"{name}: a sharded pulsewatch needs a StatefulSet and --shard.index=$(POD_NAME)")
     config = args.get("--config.file")
     if not config:
         fail(where, f"{name}: no --config.file=...")

@@ -141,8 +141,8 @@ impl RuleLines {
 
 /// A rule entry's lines: written by the evaluation that made the entry for the default escaping
 /// ([`LinesCache::prepare`]), by the first scrape that needs them for another. An entry never
-/// changes, so they stay right for its life. A rule whose label names are all legacy names has the same
-/// lines under every escaping, and keeps one copy.
+/// changes, so they stay right for its life. A rule whose label names are all legacy names has
+/// the same lines under every escaping, and keeps one copy.
 #[derive(Default)]
 pub(crate) struct LinesCache {
     /// Whether some output label name is written differently under some escaping.
