@@ -15,6 +15,11 @@ use crate::config::SourceConfig;
 /// Points per series per request: Prometheus refuses more than 11,000.
 pub const MAX_POINTS_PER_QUERY: i64 = 10_000;
 
+/// Most samples (series × points) a request asks for once the number of series is known: a
+/// fifth of Prometheus's default `--query.max-samples` (50M), which counts the samples a query
+/// loads, more than those it answers with when the expression reads ranges.
+pub const MAX_SAMPLES_PER_QUERY: i64 = 10_000_000;
+
 /// The largest answer body one request may have (512 MiB); a larger one fails the query with
 /// [`Error::TooLarge`] as soon as it is announced (`Content-Length`) or, streamed, once that many
 /// bytes have arrived, so memory stays bounded whatever the server sends.
@@ -98,6 +103,7 @@ pub struct PromClient {
     timeout: Duration,
     retries: u32,
     max_answer_bytes: usize,
+    max_samples: i64,
 }
 
 impl PromClient {
@@ -112,12 +118,26 @@ impl PromClient {
             base.set_path(&format!("{}/", base.path()));
         }
         let http = http_client(config)?;
-        Ok(Self { http, base, timeout: config.timeout.get(), retries: config.retries, max_answer_bytes: MAX_ANSWER_BYTES })
+        Ok(Self {
+            http,
+            base,
+            timeout: config.timeout.get(),
+            retries: config.retries,
+            max_answer_bytes: MAX_ANSWER_BYTES,
+            max_samples: MAX_SAMPLES_PER_QUERY,
+        })
     }
 
     /// Sets the largest answer body accepted, in bytes ([`MAX_ANSWER_BYTES`] by default).
     pub fn with_max_answer_bytes(mut self, limit: usize) -> Self {
         self.max_answer_bytes = limit;
+        self
+    }
+
+    /// Sets the most samples a request asks for once the number of series is known
+    /// ([`MAX_SAMPLES_PER_QUERY`] by default).
+    pub fn with_max_samples_per_query(mut self, limit: i64) -> Self {
+        self.max_samples = limit.max(1);
         self
     }
 
@@ -145,12 +165,23 @@ impl PromClient {
         let mut rejected = Rejections::default();
         // at least one point per request: a step of 0 would never advance
         let step = step.max(1);
-        let span = MAX_POINTS_PER_QUERY * step;
+        // Points per series of the next piece: at most MAX_POINTS_PER_QUERY, and once the
+        // number of series is known, no more than `max_samples` in all; halved when the server
+        // refuses a piece as too many samples.
+        let mut points = MAX_POINTS_PER_QUERY;
         let mut from = start;
         while from <= end {
-            let to = from.saturating_add(span - step).min(end);
-            let (series, fractional) = self.query_range_once(expr, from, to, step).await?;
+            let to = from.saturating_add((points - 1).saturating_mul(step)).min(end);
+            let (series, fractional) = match self.query_range_once(expr, from, to, step).await {
+                Err(err) if err.is_too_many_samples() && to > from => {
+                    points = ((to - from) / step + 2) / 2;
+                    tracing::debug!(expr, points, "the server refused a piece as too many samples; asking for less");
+                    continue;
+                }
+                answer => answer?,
+            };
             rejected.add(Rejection::OffGrid, fractional);
+            points = points.min((self.max_samples / series.len().max(1) as i64).max(1));
             for series in series {
                 merged.entry(series.labels).or_default().extend(series.samples);
             }
@@ -442,6 +473,71 @@ mod tests {
             let n = (form["end"].parse::<i64>().unwrap() - form["start"].parse::<i64>().unwrap()) / 60 + 1;
             assert!(n <= MAX_POINTS_PER_QUERY, "{n} points in one request");
         }
+    }
+
+    /// A server that holds `series` series and refuses, as Prometheus does with 422, a query
+    /// that would load more than `limit` samples; it records the points of every request.
+    async fn serve_limited(series: usize, limit: i64) -> (String, Arc<Mutex<Vec<(i64, bool)>>>) {
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let seen = asked.clone();
+        let handler = move |Form(form): Form<HashMap<String, String>>| {
+            let seen = seen.clone();
+            async move {
+                let (start, end, step): (i64, i64, i64) =
+                    (form["start"].parse().unwrap(), form["end"].parse().unwrap(), form["step"].parse().unwrap());
+                let points = (end - start) / step + 1;
+                let refused = points * series as i64 > limit;
+                seen.lock().unwrap().push((points, refused));
+                if refused {
+                    let body = r#"{"status":"error","errorType":"execution","error":"query processing would load too many samples into memory in query execution"}"#;
+                    return (StatusCode::UNPROCESSABLE_ENTITY, body.to_string());
+                }
+                let values: Vec<String> = (start..=end).step_by(step as usize).map(|t| format!("[{t},\"1\"]")).collect();
+                let result: Vec<String> =
+                    (0..series).map(|i| format!(r#"{{"metric":{{"i":"{i}"}},"values":[{}]}}"#, values.join(","))).collect();
+                (StatusCode::OK, format!(r#"{{"status":"success","data":{{"resultType":"matrix","result":[{}]}}}}"#, result.join(",")))
+            }
+        };
+        let app = axum::Router::new().route("/prefix/api/v1/query_range", axum::routing::post(handler));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{addr}/prefix"), asked)
+    }
+
+    #[tokio::test]
+    async fn a_range_refused_as_too_many_samples_is_asked_for_in_halves() {
+        // 3 series, at most 9,000 samples per query: 10,000 points are refused, then 5,000,
+        // then 2,500 pass, and every later piece asks for at most 2,500.
+        let (url, asked) = serve_limited(3, 9_000).await;
+        let client = PromClient::new(&config(&url, "")).unwrap();
+        let series = client.query_range("up", 0, 11_999 * 60, 60).await.unwrap();
+        assert_eq!(series.len(), 3);
+        assert!(series.iter().all(|s| s.samples.len() == 12_000), "every point, once");
+        let asked = asked.lock().unwrap().clone();
+        assert_eq!(asked[..3], [(10_000, true), (5_000, true), (2_500, false)]);
+        assert!(asked[3..].iter().all(|&(points, refused)| points <= 2_500 && !refused), "{asked:?}");
+        // A refusal of a single point is the query's error.
+        let (url, _) = serve_limited(3, 2).await;
+        let err = PromClient::new(&config(&url, "")).unwrap().query_range("up", 0, 0, 60).await.unwrap_err();
+        assert!(err.is_too_many_samples(), "{err}");
+    }
+
+    #[tokio::test]
+    async fn once_the_series_are_known_a_piece_stays_within_the_sample_budget() {
+        let (url, asked) = serve_limited(40, i64::MAX).await;
+        let client = PromClient::new(&config(&url, "")).unwrap().with_max_samples_per_query(1_000);
+        let series = client.query_range("up", 0, 199 * 60, 60).await.unwrap();
+        assert_eq!((series.len(), series[0].samples.len()), (40, 200));
+        // The first piece asks for all 200 points (40 series are not known yet); then 1,000 / 40.
+        let asked: Vec<i64> = asked.lock().unwrap().iter().map(|&(points, _)| points).collect();
+        assert_eq!(asked, [200]);
+        let (url, asked) = serve_limited(40, i64::MAX).await;
+        let client = PromClient::new(&config(&url, "")).unwrap().with_max_samples_per_query(1_000);
+        client.query_range("up", 0, (MAX_POINTS_PER_QUERY + 99) * 60, 60).await.unwrap();
+        let asked: Vec<i64> = asked.lock().unwrap().iter().map(|&(points, _)| points).collect();
+        assert_eq!(asked[0], MAX_POINTS_PER_QUERY);
+        assert!(asked[1..].iter().all(|&p| p == 25) && asked[1..].iter().sum::<i64>() == 100, "{asked:?}");
     }
 
     #[tokio::test]

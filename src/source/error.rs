@@ -44,6 +44,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the server refused the query as loading too many samples (Prometheus's 422,
+    /// `query processing would load too many samples into memory`): a shorter range may pass.
+    pub fn is_too_many_samples(&self) -> bool {
+        matches!(self, Error::Status { code: 422, body } if body.contains("too many samples"))
+    }
+
     /// Whether trying again may help: timeouts, transport errors, 5xx and 429 (rate limited, as
     /// Mimir and Cortex answer); never other 4xx.
     pub fn is_retryable(&self) -> bool {

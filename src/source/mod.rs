@@ -13,7 +13,7 @@ mod model;
 mod validate;
 
 pub(crate) use client::http_client;
-pub use client::{backoff_delay, PromClient, MAX_ANSWER_BYTES, MAX_POINTS_PER_QUERY};
+pub use client::{backoff_delay, PromClient, MAX_ANSWER_BYTES, MAX_POINTS_PER_QUERY, MAX_SAMPLES_PER_QUERY};
 pub use error::Error;
 pub use model::{format_labels, series_key, Labels, Series};
 pub use validate::{check_labelsets, validate, Rejection, Rejections};
