@@ -15,9 +15,10 @@ use crate::config::SourceConfig;
 /// Points per series per request: Prometheus refuses more than 11,000.
 pub const MAX_POINTS_PER_QUERY: i64 = 10_000;
 
-/// Most samples (series × points) a request asks for once the number of series is known: a
-/// fifth of Prometheus's default `--query.max-samples` (50M), which counts the samples a query
-/// loads, more than those it answers with when the expression reads ranges.
+/// Most samples (series × points) a request asks for, the series counted in the answer for the
+/// range's newest point: a fifth of Prometheus's default `--query.max-samples` (50M), which
+/// counts the samples a query loads, more than those it answers with when the expression reads
+/// ranges.
 pub const MAX_SAMPLES_PER_QUERY: i64 = 10_000_000;
 
 /// The largest answer body one request may have (512 MiB); a larger one fails the query with
@@ -134,16 +135,16 @@ impl PromClient {
         self
     }
 
-    /// Sets the most samples a request asks for once the number of series is known
-    /// ([`MAX_SAMPLES_PER_QUERY`] by default).
+    /// Sets the most samples a request asks for ([`MAX_SAMPLES_PER_QUERY`] by default).
     pub fn with_max_samples_per_query(mut self, limit: i64) -> Self {
         self.max_samples = limit.max(1);
         self
     }
 
-    /// `query_range`, split into requests of at most [`MAX_POINTS_PER_QUERY`] points per series,
-    /// with the pieces' series merged by label set and [`validate`]d: only finite samples on the
-    /// grid of `[start, end]`, sorted, one per timestamp. What was dropped is logged at debug
+    /// `query_range`, split into requests of at most [`MAX_POINTS_PER_QUERY`] points per series
+    /// and at most [`MAX_SAMPLES_PER_QUERY`] samples (the newest point is asked for first, to
+    /// count the series), with the pieces' series merged by label set and [`validate`]d: only
+    /// finite samples on the grid of `[start, end]`, sorted, one per timestamp. What was dropped is logged at debug
     /// level (the engine counts it; see [`Source::query_range_raw`]).
     ///
     /// # Errors
@@ -165,13 +166,24 @@ impl PromClient {
         let mut rejected = Rejections::default();
         // at least one point per request: a step of 0 would never advance
         let step = step.max(1);
-        // Points per series of the next piece: at most MAX_POINTS_PER_QUERY, and once the
-        // number of series is known, no more than `max_samples` in all; halved when the server
-        // refuses a piece as too many samples.
+        // Points per series of the next piece: at most MAX_POINTS_PER_QUERY and at most
+        // `max_samples` in all for the series the range holds; halved when the server refuses
+        // a piece as too many samples.
         let mut points = MAX_POINTS_PER_QUERY;
+        let newest = start.saturating_add((end.saturating_sub(start) / step).saturating_mul(step));
+        let mut last_piece = None;
+        let mut until = end;
+        if newest > start {
+            // The newest point alone first: how many series it holds bounds every other piece.
+            let (series, fractional) = self.query_range_once(expr, newest, newest, step).await?;
+            rejected.add(Rejection::OffGrid, fractional);
+            points = points.min((self.max_samples / series.len().max(1) as i64).max(1));
+            last_piece = Some(series);
+            until = newest - step;
+        }
         let mut from = start;
-        while from <= end {
-            let to = from.saturating_add((points - 1).saturating_mul(step)).min(end);
+        while from <= until {
+            let to = from.saturating_add((points - 1).saturating_mul(step)).min(until);
             let (series, fractional) = match self.query_range_once(expr, from, to, step).await {
                 Err(err) if err.is_too_many_samples() && to > from => {
                     points = ((to - from) / step + 2) / 2;
@@ -189,6 +201,9 @@ impl PromClient {
                 Some(next) => next,
                 None => break,
             };
+        }
+        for series in last_piece.into_iter().flatten() {
+            merged.entry(series.labels).or_default().extend(series.samples);
         }
         Ok((merged.into_iter().map(|(labels, samples)| Series { labels, samples }).collect(), rejected))
     }
@@ -466,7 +481,7 @@ mod tests {
         assert_eq!(series.len(), 1);
         assert_eq!(series[0].samples.len() as i64, points, "pieces merged without gaps or duplicates");
         let seen = stub.seen.lock().unwrap();
-        assert_eq!(seen.len(), 3);
+        assert_eq!(seen.len(), 4, "the newest point, then three pieces");
         for (headers, form) in seen.iter() {
             assert_eq!(headers["authorization"], "Bearer t0ken");
             assert_eq!(headers["x-scope-orgid"], "tenant-1");
@@ -507,16 +522,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_range_refused_as_too_many_samples_is_asked_for_in_halves() {
-        // 3 series, at most 9,000 samples per query: 10,000 points are refused, then 5,000,
-        // then 2,500 pass, and every later piece asks for at most 2,500.
+        // 3 series, at most 9,000 samples per query: after the newest point, 10,000 points are
+        // refused, then 5,000, then 2,500 pass, and every later piece asks for at most 2,500.
         let (url, asked) = serve_limited(3, 9_000).await;
         let client = PromClient::new(&config(&url, "")).unwrap();
         let series = client.query_range("up", 0, 11_999 * 60, 60).await.unwrap();
         assert_eq!(series.len(), 3);
         assert!(series.iter().all(|s| s.samples.len() == 12_000), "every point, once");
         let asked = asked.lock().unwrap().clone();
-        assert_eq!(asked[..3], [(10_000, true), (5_000, true), (2_500, false)]);
-        assert!(asked[3..].iter().all(|&(points, refused)| points <= 2_500 && !refused), "{asked:?}");
+        assert_eq!(asked[..4], [(1, false), (10_000, true), (5_000, true), (2_500, false)]);
+        assert!(asked[4..].iter().all(|&(points, refused)| points <= 2_500 && !refused), "{asked:?}");
         // A refusal of a single point is the query's error.
         let (url, _) = serve_limited(3, 2).await;
         let err = PromClient::new(&config(&url, "")).unwrap().query_range("up", 0, 0, 60).await.unwrap_err();
@@ -524,20 +539,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn once_the_series_are_known_a_piece_stays_within_the_sample_budget() {
+    async fn no_piece_asks_for_more_than_the_sample_budget() {
+        // The newest point says there are 40 series: with a budget of 1,000, pieces of 25 points.
         let (url, asked) = serve_limited(40, i64::MAX).await;
         let client = PromClient::new(&config(&url, "")).unwrap().with_max_samples_per_query(1_000);
-        let series = client.query_range("up", 0, 199 * 60, 60).await.unwrap();
-        assert_eq!((series.len(), series[0].samples.len()), (40, 200));
-        // The first piece asks for all 200 points (40 series are not known yet); then 1,000 / 40.
+        let series = client.query_range("up", 0, 200 * 60, 60).await.unwrap();
+        assert_eq!((series.len(), series[0].samples.len()), (40, 201));
+        assert!(series[0].samples.windows(2).all(|w| w[1].0 == w[0].0 + 60), "in order, no gaps");
         let asked: Vec<i64> = asked.lock().unwrap().iter().map(|&(points, _)| points).collect();
-        assert_eq!(asked, [200]);
-        let (url, asked) = serve_limited(40, i64::MAX).await;
-        let client = PromClient::new(&config(&url, "")).unwrap().with_max_samples_per_query(1_000);
-        client.query_range("up", 0, (MAX_POINTS_PER_QUERY + 99) * 60, 60).await.unwrap();
-        let asked: Vec<i64> = asked.lock().unwrap().iter().map(|&(points, _)| points).collect();
-        assert_eq!(asked[0], MAX_POINTS_PER_QUERY);
-        assert!(asked[1..].iter().all(|&p| p == 25) && asked[1..].iter().sum::<i64>() == 100, "{asked:?}");
+        assert_eq!(asked, [1, 25, 25, 25, 25, 25, 25, 25, 25]);
     }
 
     #[tokio::test]
@@ -556,16 +566,16 @@ mod tests {
         let url = serve_stub(stub.clone()).await;
         let client = PromClient::new(&config(&url, "")).unwrap();
         stub.script.lock().unwrap().extend([(503, "overloaded"), (502, "bad gateway")]);
-        client.query_range("up", 0, 60, 60).await.unwrap();
+        client.query_range("up", 60, 60, 60).await.unwrap();
         assert_eq!(stub.seen.lock().unwrap().len(), 3, "two retries, then success");
 
         stub.script.lock().unwrap().push_back((400, r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#));
-        let err = client.query_range("up", 0, 60, 60).await.unwrap_err();
+        let err = client.query_range("up", 60, 60, 60).await.unwrap_err();
         assert!(matches!(&err, Error::Status { code: 400, body } if body == "parse error"), "{err}");
         assert_eq!(stub.seen.lock().unwrap().len(), 4, "no retry on 4xx");
 
         stub.script.lock().unwrap().extend([(200, "<html>not prometheus</html>")]);
-        assert!(matches!(client.query_range("up", 0, 60, 60).await, Err(Error::Decode(_))));
+        assert!(matches!(client.query_range("up", 60, 60, 60).await, Err(Error::Decode(_))));
 
         let mut refused = config("http://127.0.0.1:1", "");
         refused.retries = 0;
@@ -674,10 +684,10 @@ mod tests {
         let mut cfg = config(&url, "");
         cfg.retries = 0;
         let client = PromClient::new(&cfg).unwrap().with_max_answer_bytes(1 << 20);
-        let err = client.query_range("up", 0, 60, 60).await.unwrap_err();
+        let err = client.query_range("up", 60, 60, 60).await.unwrap_err();
         assert!(matches!(err, Error::TooLarge { limit } if limit == 1 << 20), "{err:?}");
         assert_eq!(err.to_string(), "the answer is larger than 1048576 bytes: split the expression (narrower selectors, or shards)");
-        let series = client.query_range("up", 0, 60, 60).await.unwrap();
+        let series = client.query_range("up", 60, 60, 60).await.unwrap();
         assert_eq!(series[0].samples, vec![(60, 1.0)]);
         assert_eq!(sent.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
