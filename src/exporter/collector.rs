@@ -286,7 +286,7 @@ fn finite(v: f64) -> Option<f64> {
 }
 
 /// Appends the label set `{name="value",…}` (values escaped as the exposition formats ask).
-fn write_labels<'a>(out: &mut String, labels: impl IntoIterator<Item = (&'a str, &'a str)>) {
+fn write_labels<'n, 'v>(out: &mut String, labels: impl IntoIterator<Item = (&'n str, &'v str)>) {
     let mut sep = '{';
     for (name, value) in labels {
         out.push(sep);
@@ -313,7 +313,7 @@ fn write_labels<'a>(out: &mut String, labels: impl IntoIterator<Item = (&'a str,
 }
 
 /// Appends one sample line of `family`; `v` is finite.
-fn write_sample<'a>(out: &mut String, family: &Family, labels: impl IntoIterator<Item = (&'a str, &'a str)>, v: f64) {
+fn write_sample<'n, 'v>(out: &mut String, family: &Family, labels: impl IntoIterator<Item = (&'n str, &'v str)>, v: f64) {
     out.push_str(family.name);
     if family.kind == Kind::Counter {
         out.push_str("_total");
@@ -355,31 +355,41 @@ fn write_header(out: &mut String, family: &Family, exposition: Exposition) {
     }
 }
 
-/// The sample lines of the entry of rule `rule` of group label `group`, for `escaping`.
-fn rule_lines(entry: &RuleEntry, group: &str, rule: &str, escaping: Escaping) -> RuleLines {
-    let mut lines = RuleLines::default();
-    for w in written_rule(&entry.series, escaping) {
+/// Calls `f` with every output sample of `series` (one rule's), family by family within each
+/// series: the family's index in [`RuleLines::outputs`], the family, the labels written for
+/// `escaping` in sorted order (`horizon` and `model` in their places) and the finite value.
+fn for_each_output(
+    series: &[SeriesOutput],
+    escaping: Escaping,
+    mut f: impl FnMut(usize, &Family, &mut dyn Iterator<Item = (&str, &str)>, f64),
+) {
+    for w in written_rule(series, escaping) {
         let pairs = w.pairs();
-        for ((family, value), out) in SERIES_FAMILIES.iter().zip(&mut lines.outputs) {
+        for (i, (family, value)) in SERIES_FAMILIES.iter().enumerate() {
             let Some(v) = value(w.series).and_then(finite) else { continue };
-            write_sample(out, family, pairs.iter().copied(), v);
+            f(i, family, &mut pairs.iter().copied(), v);
         }
         let (before, after) = pairs.split_at(w.horizon_at);
-        for ((family, value), out) in FORECAST_FAMILIES.iter().zip(&mut lines.outputs[SERIES_FAMILIES.len()..]) {
+        for (i, (family, value)) in FORECAST_FAMILIES.iter().enumerate() {
             for (horizon, forecast) in w.series.forecasts() {
                 let Some(v) = finite(value(forecast)) else { continue };
-                // The series' labels with `horizon` in its sorted place.
-                let labels = before.iter().copied().chain([("horizon", horizon.as_str())]).chain(after.iter().copied());
-                write_sample(out, family, labels, v);
+                let mut labels = before.iter().copied().chain([("horizon", horizon.as_str())]).chain(after.iter().copied());
+                f(SERIES_FAMILIES.len() + i, family, &mut labels, v);
             }
         }
         let (before, after) = pairs.split_at(pairs.partition_point(|(k, _)| *k < MEMBER_LABEL));
         for (model, score) in w.series.members() {
             let Some(v) = finite(*score) else { continue };
-            let labels = before.iter().copied().chain([(MEMBER_LABEL, *model)]).chain(after.iter().copied());
-            write_sample(&mut lines.outputs[OUTPUT_FAMILIES - 1], &MEMBERS, labels, v);
+            let mut labels = before.iter().copied().chain([(MEMBER_LABEL, *model)]).chain(after.iter().copied());
+            f(OUTPUT_FAMILIES - 1, &MEMBERS, &mut labels, v);
         }
     }
+}
+
+/// The sample lines of the entry of rule `rule` of group label `group`, for `escaping`.
+fn rule_lines(entry: &RuleEntry, group: &str, rule: &str, escaping: Escaping) -> RuleLines {
+    let mut lines = RuleLines::default();
+    for_each_output(&entry.series, escaping, |i, family, labels, v| write_sample(&mut lines.outputs[i], family, labels, v));
     for ((family, value), out) in STATUS_FAMILIES.iter().zip(&mut lines.status) {
         let Some(v) = value(entry).and_then(finite) else { continue };
         write_sample(out, family, [("rule", rule), ("rule_group", group)], v);
@@ -401,29 +411,12 @@ pub struct OutputSample {
 /// not the rule's status), in family order.
 pub fn output_samples(series: &[SeriesOutput]) -> Vec<OutputSample> {
     let mut out = Vec::new();
-    let mut push = |name: &str, labels: &mut dyn Iterator<Item = (&str, &str)>, value: f64| {
-        let mut labels: Vec<(String, String)> =
-            labels.map(|(k, v)| (k.to_string(), v.to_string())).chain([("__name__".to_string(), name.to_string())]).collect();
+    for_each_output(series, Escaping::default(), |_, family, labels, value| {
+        let mut labels: Vec<(String, String)> = labels.map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        labels.push(("__name__".to_string(), family.name.to_string()));
         labels.sort_unstable();
         out.push(OutputSample { labels, value });
-    };
-    for w in written_rule(series, Escaping::default()) {
-        let pairs = w.pairs();
-        for (family, value) in &SERIES_FAMILIES {
-            let Some(v) = value(w.series).and_then(finite) else { continue };
-            push(family.name, &mut pairs.iter().copied(), v);
-        }
-        for (family, value) in &FORECAST_FAMILIES {
-            for (horizon, forecast) in w.series.forecasts() {
-                let Some(v) = finite(value(forecast)) else { continue };
-                push(family.name, &mut pairs.iter().copied().chain([("horizon", horizon.as_str())]), v);
-            }
-        }
-        for (model, score) in w.series.members() {
-            let Some(v) = finite(*score) else { continue };
-            push(MEMBERS.name, &mut pairs.iter().copied().chain([(MEMBER_LABEL, *model)]), v);
-        }
-    }
+    });
     out
 }
 
