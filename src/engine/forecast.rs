@@ -52,12 +52,14 @@ impl ForecastState {
             Some(last) if !self.series.is_empty() => {
                 // Always ask for at least the newest grid point: it proves the source is up and
                 // the series still exist, even when no new point has come since the last run.
-                let answer = owned(ctx, query(ctx, expr, (last + step).min(end), end, step).await?);
+                let answer = query(ctx, expr, (last + step).min(end), end, step).await?;
                 let (known, new): (Vec<Series>, Vec<Series>) =
                     answer.into_iter().partition(|s| self.series.contains_key(&series_key(&s.labels)));
+                // A known series was this shard's when it came: only new ones need the hash.
+                let new = owned(ctx, new);
                 if !new.is_empty() {
                     let wanted: std::collections::HashSet<Labels> = new.iter().map(|s| series_key(&s.labels)).collect();
-                    let history = owned(ctx, query(ctx, expr, history_start, end, step).await?);
+                    let history = query(ctx, expr, history_start, end, step).await?;
                     fresh.extend(history.into_iter().filter(|s| wanted.contains(&series_key(&s.labels))));
                 }
                 for s in known {
@@ -270,6 +272,49 @@ mod tests {
             f.horizons = vec![Duration::from_secs(300)];
         }
         rule
+    }
+
+    /// Shards score `a` and `b` between them, each series once, in first and later evaluations
+    /// alike (`b` appears in a later one, in a shard that already scores `a` or in one that
+    /// scores nothing yet).
+    #[tokio::test]
+    async fn shards_split_the_series_in_every_evaluation() {
+        let t0 = 6_000_000;
+        let pool = FitPool::new(1);
+        let rule = rule();
+        let forecast = rule.forecast().unwrap();
+        let owner = |s: &str, count: u64| {
+            let labels = Labels::from([("s".to_string(), s.to_string())]);
+            (0..count).find(|&i| Shard::new(i, count).unwrap().owns(&labels)).unwrap()
+        };
+        // A count that puts them in different shards, so that one shard's later evaluations see
+        // a series that is not its own.
+        let count = (2..20).find(|&c| owner("a", c) != owner("b", c)).unwrap();
+        let mut scored: Vec<Vec<Vec<String>>> = Vec::new();
+        for index in 0..count {
+            let source = FakeSource { b_from: t0 + 120, a_until: Mutex::new(i64::MAX), queries: Mutex::new(vec![]) };
+            let mut state = ForecastState::default();
+            let mut per_eval = Vec::new();
+            for now in [t0 + 30, t0 + 90, t0 + 150, t0 + 210] {
+                let ctx = EvalContext {
+                    source: &source,
+                    metrics: None,
+                    pool: &pool,
+                    now,
+                    stale_secs: 600,
+                    shard: Shard::new(index, count).unwrap(),
+                };
+                let outcome = state.evaluate(&rule, forecast, &ctx).await.unwrap();
+                per_eval.push(outcome.series.iter().map(|s| s.labels[1].1.clone()).collect());
+            }
+            scored.push(per_eval);
+        }
+        for eval in 0..4 {
+            let mut both: Vec<String> = scored.iter().flat_map(|shard| shard[eval].clone()).collect();
+            both.sort();
+            let expected: &[&str] = if eval < 2 { &["a"] } else { &["a", "b"] };
+            assert_eq!(both, expected, "evaluation {eval}: {scored:?}");
+        }
     }
 
     #[tokio::test]
